@@ -1,0 +1,3 @@
+"""`glamhpc` commands of this area (registered on the shared app)."""
+
+from glamhpc.cli import app  # noqa: F401

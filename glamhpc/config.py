@@ -1,0 +1,414 @@
+"""Typed configuration: one YAML file per experiment, dotted overrides, one-line errors.
+
+Every field has a default and a docstring next to it (CleanRL style: each hyperparameter named and
+documented once). The schema is pydantic with ``extra="forbid"`` so that a misspelt key fails
+loudly instead of silently running the default. All errors are turned into ``ConfigError`` whose
+message names the key, the bad value and what is allowed; the CLI prints it on one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A user mistake in a config file or override; the message says what and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+class EnvConfig(_Section):
+    level: str = "BabyAI-MixedTrainLocal-v0"
+    """BabyAI-Text level: a glamhpc id (MixedTrainLocal, GoToFrench, ...) or any BabyAI-* id."""
+    num_envs: int = Field(32, ge=1)
+    """Global number of parallel environments (split evenly across ranks)."""
+    action_space: Literal["standard", "restricted", "augmented", "synonyms"] = "standard"
+    """Candidate action strings scored by the LLM (BABYAI_TEXT_SPEC section 3)."""
+    history: int = Field(3, ge=1, le=9)
+    """Observations kept in the prompt (the paper uses 3; ablations 1/6/9)."""
+    reward_scale: float = Field(20.0, gt=0)
+    """Multiplier on the environment reward used for training (the paper trains on 20x)."""
+    language: Literal["english", "french"] | None = None
+    """Description language; None derives it from the level (GoToFrench is French)."""
+    task_sampling: Literal["per_episode", "per_instance"] = "per_episode"
+    """Mixed levels: draw the task kind per episode (seeded) or once per env (upstream parity)."""
+    fix_grammar: bool = False
+    """Write "an open door" instead of upstream's "a open door" (off for parity)."""
+
+    @field_validator("level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        from glamhpc.envs.levels import resolve_level
+
+        try:
+            return resolve_level(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class LoraConfig(_Section):
+    enabled: bool = False
+    """Fine-tune LoRA adapters (peft) instead of all weights: the single-GPU way for large models."""
+    r: int = Field(16, ge=1)
+    """LoRA rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (effective scale alpha / r)."""
+    dropout: float = Field(0.05, ge=0, lt=1)
+    """Dropout on the LoRA branch."""
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]
+    )
+    """T5 linear layers that get adapters."""
+
+
+class ModelConfig(_Section):
+    name: str = "tiny-t5"
+    """google/flan-t5-small|base|large|xl, any seq2seq hub id or local folder, or tiny-t5."""
+    path: str | None = None
+    """Local folder with the weights (overrides the hub cache lookup; for offline nodes)."""
+    pretrained: bool = True
+    """False: random init from the model's config (the paper's non-pretrained ablation)."""
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    """Weights/compute dtype of the LLM (the value head always stays fp32)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto picks CUDA when present; under torchrun the GPU comes from LOCAL_RANK."""
+    cache_dir: str | None = None
+    """Model cache (HF_HOME-style); None uses the default Hugging Face cache."""
+    value_hidden: int = Field(1024, ge=1)
+    """Hidden width of the value head MLP (paper: 1024)."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """LoRA adapters (off by default; the paper fine-tunes everything)."""
+
+
+class PolicyConfig(_Section):
+    scoring: Literal["glam", "paper"] = "glam"
+    """glam: softmax over summed log-probs; paper: upstream's softmax(P / max P) (parity runs)."""
+    max_batch_tokens: int = Field(65536, ge=64)
+    """Upper bound on prompt tokens scored in one forward (bounds activation memory)."""
+
+
+class PPOConfig(_Section):
+    total_frames: int = Field(1_500_000, ge=1)
+    """Environment steps (frames) summed over all envs and ranks before training stops."""
+    steps_per_env: int = Field(40, ge=1)
+    """Rollout length per env per update (the paper: 40, so 32 x 40 = 1280 transitions)."""
+    lr: float = Field(1e-6, gt=0)
+    """Adam learning rate (paper: 1e-6 for Flan-T5 large)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    adam_eps: float = Field(1e-5, gt=0)
+    """Adam epsilon."""
+    epochs: int = Field(4, ge=1)
+    """Passes over the rollout per update."""
+    minibatch_size: int = Field(64, ge=1)
+    """Transitions per gradient step (global, across ranks)."""
+    gamma: float = Field(0.99, ge=0, le=1)
+    """Discount factor."""
+    gae_lambda: float = Field(0.99, ge=0, le=1)
+    """GAE lambda."""
+    clip: float = Field(0.2, gt=0)
+    """PPO clip range for the policy ratio (and the value function when clip_value)."""
+    clip_value: bool = True
+    """Clip the value update around the old values (as upstream)."""
+    entropy_coef: float = Field(0.01, ge=0)
+    """Entropy bonus coefficient."""
+    value_coef: float = Field(0.5, ge=0)
+    """Value loss coefficient."""
+    max_grad_norm: float = Field(0.5, gt=0)
+    """Global gradient-norm clip."""
+    normalize_advantages: bool = False
+    """Normalise advantages per minibatch (the paper does not)."""
+    target_kl: float | None = None
+    """Stop the update's epochs early when the approximate KL exceeds this (None: never)."""
+
+
+class TrainConfig(_Section):
+    run_root: str = "runs"
+    """Folder holding runs/<experiment>/<run-name>/."""
+    checkpoint_every: int = Field(10, ge=1)
+    """Save a checkpoint every N updates (and always at the end and on SIGTERM/SIGUSR2)."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """Checkpoints kept on disk (older ones are deleted after a newer one is complete)."""
+    threads: int | None = Field(None, ge=1)
+    """torch intra-op threads per rank (None: torch's default)."""
+    progress: bool = True
+    """Show a rich progress bar (frames, success rate, steps/s, ETA)."""
+    deterministic: bool = True
+    """Deterministic torch algorithms (CPU results reproduce bit for bit)."""
+    max_updates: int | None = Field(None, ge=1)
+    """Stop after this many updates in total (handy for tests); None: until total_frames."""
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    """Log to MLflow (rank 0 only)."""
+    uri: str | None = None
+    """Tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db in the working folder."""
+    experiment: str | None = None
+    """MLflow experiment; None: the config's name."""
+    system_metrics: bool = False
+    """Also log CPU/GPU utilisation and memory."""
+    log_checkpoints: bool = False
+    """Upload checkpoints as artifacts (small models only; large ones get a path tag)."""
+    log_model: bool = True
+    """Upload the final model (safetensors + tokenizer) as an artifact."""
+
+
+class DistConfig(_Section):
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Replicate (DDP) or shard (FSDP2 fully_shard per T5 block) the model across ranks."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """bf16 compute with fp32 master weights/reductions (GPU)."""
+    activation_checkpointing: bool = False
+    """Recompute T5 block activations in backward to save memory."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend; auto: nccl on GPUs, gloo on CPU."""
+    timeout_s: int = Field(1800, ge=10)
+    """Collective timeout (long PPO updates need generous values)."""
+    max_restarts: int = Field(0, ge=0)
+    """torchrun worker restarts; restarted workers resume from the latest checkpoint."""
+
+
+class LaunchConfig(_Section):
+    executor: Literal["local", "slurm"] = "local"
+    """local: real subprocesses via submitit's LocalExecutor; slurm: sbatch via submitit."""
+    nodes: int = Field(1, ge=1)
+    """Nodes per job (one torchrun agent per node)."""
+    gpus_per_node: int = Field(0, ge=0)
+    """GPUs per node; 0 means CPU ranks (nproc_per_node of them)."""
+    nproc_per_node: int = Field(1, ge=1)
+    """Ranks per node when gpus_per_node is 0."""
+    cpus_per_task: int | None = Field(None, ge=1)
+    """CPUs for the per-node task."""
+    mem: str | None = None
+    """Memory per node, Slurm syntax (e.g. 64G)."""
+    time: str | None = None
+    """Time limit, Slurm syntax (e.g. 04:00:00 or minutes)."""
+    partition: str | None = None
+    """Slurm partition."""
+    account: str | None = None
+    """Slurm account."""
+    qos: str | None = None
+    """Slurm QoS."""
+    constraint: str | None = None
+    """Slurm node constraint."""
+    container: str | None = None
+    """Apptainer .sif or Docker image to run each node's command in."""
+    max_requeues: int = Field(3, ge=0)
+    """Requeues allowed after time limits/preemption."""
+    extra_sbatch: dict[str, str] = Field(default_factory=dict)
+    """Additional sbatch options passed through verbatim."""
+
+
+class EvalConfig(_Section):
+    episodes: int = Field(100, ge=1)
+    """Episodes per suite item (the paper: 1000)."""
+    greedy: bool = False
+    """Argmax actions instead of sampling (the paper samples)."""
+    num_envs: int = Field(16, ge=1)
+    """Parallel envs during evaluation."""
+
+
+class Config(_Section):
+    name: str = "quickstart"
+    """Experiment name (default MLflow experiment and runs/<name>/ folder)."""
+    seed: int = 1
+    """Master seed: envs, torch, sampling. Same seed, same results on CPU."""
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    """Environments."""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The LLM."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """Action scoring."""
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    """PPO hyperparameters (paper values by default)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Training loop, checkpoints."""
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """MLflow."""
+    dist: DistConfig = Field(default_factory=DistConfig)
+    """torchrun distribution."""
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    """Where and how jobs run."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation defaults."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.ppo.minibatch_size > self.env.num_envs * self.ppo.steps_per_env:
+            raise ValueError(
+                f"ppo.minibatch_size={self.ppo.minibatch_size} is larger than a rollout "
+                f"(env.num_envs x ppo.steps_per_env = "
+                f"{self.env.num_envs * self.ppo.steps_per_env}); lower it"
+            )
+        return self
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _allowed_for(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the section addressed by ``loc`` (for 'did you mean')."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return []
+        annotation = current.model_fields[part].annotation
+        current = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    return sorted(current.model_fields) if current is not None else []
+
+
+def _format_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "<root>"
+    value = error.get("input")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_for(model, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'? " if close else ""
+        return f"unknown key '{key}': {hint}allowed here: {', '.join(allowed)}"
+    msg = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error" and "expected" in ctx:
+        msg = f"allowed: {ctx['expected']}"
+    shown = value if not isinstance(value, dict) else "{...}"
+    return f"bad value for '{key}': {shown!r}: {msg}"
+
+
+def _validate(data: Mapping[str, Any]) -> Config:
+    try:
+        return Config.model_validate(dict(data))
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = _format_error(errors[0], Config)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(first + more) from None
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], parsed c). The value is parsed as YAML (1e-4, true, [1,2])."""
+    if "=" not in text:
+        raise ConfigError(f"bad override '{text}': expected KEY=VALUE, e.g. env.num_envs=32")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad override '{text}': empty key part; expected e.g. ppo.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with the dotted overrides applied (pure)."""
+    import copy
+
+    result = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"bad override '{text}': '{where}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"config file not found: {p} (pass a YAML file, e.g. configs/quickstart.yaml)"
+        )
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{p}: the top level must be a mapping of sections, got {type(data).__name__}"
+        )
+    return data
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: Iterable[str] = ()
+) -> Config:
+    """Load YAML (or the embedded defaults when path is None), apply overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    return _validate(apply_overrides(data, overrides))
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    return _validate(data)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1} (for MLflow params and tables)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def describe_fields(
+    model: type[BaseModel] = Config, prefix: str = ""
+) -> list[tuple[str, Any, str]]:
+    """(dotted key, default, docstring) for every leaf field: used by `glamhpc config --doc`."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_fields(annotation, f"{prefix}{name}."))
+        else:
+            default = field.get_default(call_default_factory=True)
+            rows.append((f"{prefix}{name}", default, field.description or ""))
+    return rows
