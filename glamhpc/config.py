@@ -59,7 +59,7 @@ class EnvConfig(_Section):
 
 class LoraConfig(_Section):
     enabled: bool = False
-    """Fine-tune LoRA adapters (peft) instead of all weights: the single-GPU way for large models."""
+    """Train LoRA adapters (peft) instead of all weights: the single-GPU way for large models."""
     r: int = Field(16, ge=1)
     """LoRA rank."""
     alpha: int = Field(32, ge=1)

@@ -1,0 +1,6 @@
+"""`python -m glamhpc` (used by torchrun: `torchrun ... -m glamhpc train CONFIG`)."""
+
+from glamhpc.cli import main
+
+if __name__ == "__main__":
+    main()
