@@ -1,0 +1,1 @@
+"""Reinforcement learning: rollout storage + GAE (pure), the PPO update, and the training loop."""
