@@ -148,6 +148,8 @@ class TrainConfig(_Section):
     """Deterministic torch algorithms (CPU results reproduce bit for bit)."""
     max_updates: int | None = Field(None, ge=1)
     """Stop after this many updates in total (handy for tests); None: until total_frames."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Peak FLOP/s of one device for MFU; None: known GPUs are looked up, CPUs report none."""
 
 
 class TrackingConfig(_Section):

@@ -1,3 +1,62 @@
-"""`glamhpc` commands of this area (registered on the shared app)."""
+"""`glamhpc train` (and `glamhpc config`): run a learner on this machine or as one torchrun rank."""
 
-from glamhpc.cli import app  # noqa: F401
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from glamhpc.cli import app
+from glamhpc.cli.common import fail, load_or_exit
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(None, help="YAML config (omit for the embedded defaults)."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Dotted override, repeatable: --set env.num_envs=32."
+    ),
+    run_name: str = typer.Option(
+        None, "--run-name", "-n", help="Run directory name; reusing a name resumes that run."
+    ),
+    nproc: int = typer.Option(
+        0, "--nproc", help="Launch N local ranks with torchrun's elastic agent (0: this process)."
+    ),
+) -> None:
+    """Train a GLAM agent (PPO on BabyAI-Text); re-running with the same --run-name resumes."""
+    cfg = load_or_exit(config, set_)
+    if nproc > 0:
+        from glamhpc.launch_local import run_torchrun
+
+        raise typer.Exit(run_torchrun(nproc, config, set_, run_name, cfg))
+    from glamhpc.config import ConfigError
+    from glamhpc.rl.trainer import train as run_training
+
+    try:
+        run_dir = run_training(cfg, run_name)
+    except ConfigError as exc:
+        fail(str(exc))
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"run directory: {run_dir}")
+
+
+@app.command("config")
+def show_config(
+    config: str = typer.Argument(None, help="YAML config (omit for the embedded defaults)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Dotted override, repeatable."),
+    doc: bool = typer.Option(False, "--doc", help="Document every field instead."),
+) -> None:
+    """Print the fully resolved config (or every field with its default and meaning)."""
+    from glamhpc.config import describe_fields, to_yaml
+
+    if doc:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("key", "default", "meaning")
+        for key, default, text in describe_fields():
+            table.add_row(key, repr(default), text)
+        Console().print(table)
+        return
+    sys.stdout.write(to_yaml(load_or_exit(config, set_)))

@@ -1,0 +1,67 @@
+"""Model FLOPs for T5 scoring and an MFU estimate (nanoGPT style: from a formula, not a profiler).
+
+A dense layer with P weights costs 2*P FLOPs per token forward; backward costs twice the forward.
+Attention score/value products add 4 * d_attn * context FLOPs per token per attention layer.
+Embedding lookups are free; the lm_head is a dense matmul over the vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Dense bf16 peak of common accelerators (TFLOP/s, no sparsity) for MFU.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "V100": 125.0}
+
+
+@dataclass(frozen=True)
+class T5Shape:
+    d_model: int
+    d_ff: int
+    d_kv: int
+    num_heads: int
+    enc_layers: int
+    dec_layers: int
+    vocab: int
+    gated: bool = True
+
+    @classmethod
+    def from_config(cls, config: object) -> T5Shape:
+        return cls(
+            d_model=config.d_model,  # type: ignore[attr-defined]
+            d_ff=config.d_ff,  # type: ignore[attr-defined]
+            d_kv=config.d_kv,  # type: ignore[attr-defined]
+            num_heads=config.num_heads,  # type: ignore[attr-defined]
+            enc_layers=config.num_layers,  # type: ignore[attr-defined]
+            dec_layers=config.num_decoder_layers,  # type: ignore[attr-defined]
+            vocab=config.vocab_size,  # type: ignore[attr-defined]
+            gated="gated" in str(getattr(config, "feed_forward_proj", "")),
+        )
+
+
+def scoring_flops(
+    shape: T5Shape, prompt_tokens: int, action_tokens: int, num_actions: int, prompts: int
+) -> float:
+    """Forward FLOPs of the shared-cache scoring of ``prompts`` prompts.
+
+    Encoder once per prompt; decoder step 0 once per prompt; the remaining action tokens once per
+    candidate. Cross-attention K/V projections are computed once per prompt.
+    """
+    d, attn = shape.d_model, shape.num_heads * shape.d_kv
+    ff = (3 if shape.gated else 2) * d * shape.d_ff
+    enc_layer = 2 * (4 * d * attn + ff) + 4 * attn * prompt_tokens
+    encoder = prompts * prompt_tokens * shape.enc_layers * enc_layer
+    cross_kv = prompts * prompt_tokens * shape.dec_layers * 2 * (2 * d * attn)
+    dec_tokens = prompts * (1 + num_actions * max(action_tokens - 1, 0))
+    dec_layer = 2 * (4 * d * attn + 2 * d * attn + ff) + 4 * attn * (prompt_tokens + action_tokens)
+    decoder = dec_tokens * (shape.dec_layers * dec_layer + 2 * d * shape.vocab)
+    return float(encoder + cross_kv + decoder)
+
+
+def peak_flops(device_name: str | None) -> float | None:
+    """Peak dense bf16 FLOP/s of a known accelerator, else None (MFU then not reported)."""
+    if not device_name:
+        return None
+    for key, tflops in PEAK_TFLOPS.items():
+        if key in device_name:
+            return tflops * 1e12
+    return None
