@@ -1,0 +1,1 @@
+../glamhpc/data/slurm-cluster.sh
