@@ -139,15 +139,12 @@ class Checkpointer:
         return sorted(p for p in self.folder.iterdir() if p.is_dir() and p.name.startswith("u"))
 
     def find_latest(self) -> Path | None:
-        """The newest intact checkpoint (the `latest` pointer first, then older ones)."""
-        candidates = self.list_checkpoints()[::-1]
-        pointer = self.folder / LATEST
-        if pointer.is_file():
-            named = self.folder / pointer.read_text().strip()
-            if named in candidates:
-                candidates.remove(named)
-                candidates.insert(0, named)
-        for path in candidates:
+        """The newest intact checkpoint.
+
+        The `latest` pointer is advisory: a checkpoint renamed into place just before a crash is
+        complete (its manifest verifies) even if the pointer was not updated yet, so it is used.
+        """
+        for path in self.list_checkpoints()[::-1]:
             problem = verify(path)
             if problem is None:
                 return path

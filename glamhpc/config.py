@@ -8,6 +8,7 @@ message names the key, the bad value and what is allowed; the CLI prints it on o
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from collections.abc import Iterable, Mapping
@@ -324,6 +325,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-4" as a string; users mean a number.
+        with contextlib.suppress(ValueError):
+            value = float(value) if any(c in value for c in ".eE") else int(value)
     return key.split("."), value
 
 

@@ -1,0 +1,149 @@
+"""PPO terms on hand-computed cases; minibatch plans are world-size independent."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glamhpc.config import PPOConfig
+from glamhpc.rl.ppo import RolloutBatch, minibatch_plan, ppo_losses, ppo_update
+
+
+def _terms(ratio: float, adv: float, new_v=0.0, old_v=0.0, ret=0.0, **cfg):
+    c = PPOConfig(**cfg)
+    lp = torch.log(torch.tensor([[0.5, 0.5]]))
+    new = torch.tensor([math.log(ratio)])
+    return ppo_losses(
+        new,
+        lp,
+        torch.tensor([new_v]),
+        torch.tensor([0.0]),
+        torch.tensor([old_v]),
+        torch.tensor([adv]),
+        torch.tensor([ret]),
+        c,
+    )
+
+
+def test_surrogate_clips_positive_advantage():
+    assert _terms(1.5, 1.0)["policy_loss"].item() == pytest.approx(-1.2)
+    assert _terms(1.1, 1.0)["policy_loss"].item() == pytest.approx(-1.1)
+
+
+def test_surrogate_clips_negative_advantage():
+    assert _terms(0.5, -1.0)["policy_loss"].item() == pytest.approx(0.8)
+    assert _terms(1.5, -1.0)["policy_loss"].item() == pytest.approx(1.5)
+
+
+def test_value_loss_clipped_and_unclipped():
+    clipped = _terms(1.0, 0.0, new_v=1.0, old_v=0.0, ret=1.0)["value_loss"].item()
+    # clipped prediction 0.2 -> 0.5 * 0.8^2 = 0.32 is the larger one
+    assert clipped == pytest.approx(0.32)
+    plain = _terms(1.0, 0.0, new_v=1.0, old_v=0.0, ret=1.0, clip_value=False)["value_loss"]
+    assert plain.item() == pytest.approx(0.0)
+
+
+def test_entropy_kl_clipfrac():
+    t = _terms(1.5, 1.0)
+    assert t["entropy"].item() == pytest.approx(math.log(2))
+    assert t["clip_fraction"].item() == 1.0
+    assert t["approx_kl"].item() == pytest.approx(0.5 - math.log(1.5))
+
+
+def test_value_shapes_enforced():
+    c = PPOConfig()
+    lp = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="1-D"):
+        ppo_losses(
+            torch.zeros(2),
+            lp,
+            torch.zeros(2, 1),
+            torch.zeros(2),
+            torch.zeros(2),
+            torch.zeros(2),
+            torch.zeros(2),
+            c,
+        )
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_minibatch_plan_is_world_size_independent(world):
+    steps, n, mb = 5, 8, 6
+    single = minibatch_plan(steps, n, 0, n, mb, 2, seed=3, update=7)
+    per_rank = [
+        minibatch_plan(steps, n, r * n // world, n // world, mb, 2, 3, 7) for r in range(world)
+    ]
+    for e, epoch in enumerate(single):
+        for b, batch in enumerate(epoch):
+            want = set()
+            for i in batch.local_indices:
+                t, env = divmod(int(i), n)
+                want.add((t, env))
+            got = set()
+            for r in range(world):
+                local_n = n // world
+                for i in per_rank[r][e][b].local_indices:
+                    t, env = divmod(int(i), local_n)
+                    got.add((t, env + r * local_n))
+            assert got == want
+            assert all(per_rank[r][e][b].global_count == batch.global_count for r in range(world))
+    covered = np.sort(np.concatenate([b.local_indices for b in single[0]]))
+    assert covered.tolist() == list(range(steps * n))
+
+
+def test_plan_changes_with_update_and_epoch():
+    a = minibatch_plan(4, 4, 0, 4, 4, 2, 1, 0)
+    b = minibatch_plan(4, 4, 0, 4, 4, 2, 1, 1)
+    assert a[0][0].local_indices.tolist() != b[0][0].local_indices.tolist()
+    assert a[0][0].local_indices.tolist() != a[1][0].local_indices.tolist()
+
+
+class _ToyPolicy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(3))
+        self.v = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, prompts):
+        n = len(prompts)
+        return torch.log_softmax(self.logits, -1).expand(n, 3), self.v.expand(n)
+
+
+def test_update_moves_policy_towards_advantaged_action():
+    policy = _ToyPolicy()
+    opt = torch.optim.Adam(policy.parameters(), lr=0.05)
+    n = 16
+    batch = RolloutBatch(
+        prompts=["p"] * n,
+        actions=torch.tensor([0, 1] * (n // 2)),
+        logprobs=torch.full((n,), math.log(1 / 3)),
+        values=torch.zeros(n),
+        advantages=torch.tensor([1.0, -1.0] * (n // 2)),
+        returns=torch.ones(n),
+    )
+    cfg = PPOConfig(epochs=3, minibatch_size=8)
+    plan = minibatch_plan(1, n, 0, n, 8, 3, 0, 0)
+    stats = ppo_update(policy, list(policy.parameters()), opt, batch, plan, cfg)
+    probs = torch.softmax(policy.logits, -1)
+    assert probs[0] > probs[1]
+    assert stats["gradient_steps"] == 6
+    assert stats["value_loss"] > 0
+    assert policy.v.item() > 0
+
+
+def test_empty_local_minibatch_still_steps():
+    policy = _ToyPolicy()
+    opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+    batch = RolloutBatch(
+        ["p"], torch.tensor([0]), torch.zeros(1), torch.zeros(1), torch.ones(1), torch.ones(1)
+    )
+    from glamhpc.rl.ppo import Minibatch
+
+    plan = [[Minibatch(local_indices=np.array([], dtype=int), global_count=4)]]
+    before = [p.detach().clone() for p in policy.parameters()]
+    ppo_update(policy, list(policy.parameters()), opt, batch, plan, PPOConfig())
+    for b, p in zip(before, policy.parameters(), strict=True):
+        assert torch.equal(b, p)  # zero weight: participates, changes nothing
