@@ -21,7 +21,17 @@ app = typer.Typer(
 )
 
 # Every area module registers its commands on `app` when imported.
-_AREAS = ("play", "train", "models", "tracking", "launch", "containers", "evaluate", "cluster")
+_AREAS = (
+    "play",
+    "train",
+    "plan",
+    "models",
+    "tracking",
+    "launch",
+    "containers",
+    "evaluate",
+    "cluster",
+)
 
 
 def _version(value: bool) -> None:
