@@ -284,6 +284,14 @@ def hub_cache_dir(cache: str | os.PathLike[str] | None = None) -> Path:
     return Path(home) / "hub"
 
 
+def hub_cache_candidates(cache: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders that may hold ``models--*`` for ``cache``: HF_HOME-style (``cache/hub``) first,
+    then ``cache`` itself, which is what ``from_pretrained(cache_dir=...)`` writes."""
+    if cache is None:
+        return [hub_cache_dir()]
+    return [Path(cache) / "hub", Path(cache)]
+
+
 def repo_folder(repo_id: str) -> str:
     """Hub cache folder name of a model id (``google/flan-t5-small`` ->
     ``models--google--flan-t5-small``)."""
@@ -312,7 +320,8 @@ def inspect_cached_model(repo_id: str, cache: str | os.PathLike[str] | None = No
     Offline loading resolves ``refs/main`` to a snapshot, then needs config.json, the weights
     (single file or every shard of an index) and a tokenizer in that snapshot.
     """
-    folder = hub_cache_dir(cache) / repo_folder(repo_id)
+    folders = [d / repo_folder(repo_id) for d in hub_cache_candidates(cache)]
+    folder = next((f for f in folders if f.is_dir()), folders[0])
     ref = folder / "refs" / "main"
     if not ref.is_file():
         return CachedModel(repo_id, folder, None, None, (f"{folder} (not prefetched)",))
