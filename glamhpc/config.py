@@ -212,6 +212,11 @@ class LaunchConfig(_Section):
     """Requeues allowed after time limits/preemption."""
     extra_sbatch: dict[str, str] = Field(default_factory=dict)
     """Additional sbatch options passed through verbatim."""
+    signal_delay_s: int = Field(120, ge=10)
+    """Seconds before the time limit at which Slurm sends USR2 (ranks checkpoint, the job is
+    requeued). Slurm checks limits about every 30 s, so the signal may come up to ~60 s early."""
+    setup: list[str] = Field(default_factory=list)
+    """Shell lines run in the batch script before the nodes start (module load, conda activate)."""
 
 
 class EvalConfig(_Section):
