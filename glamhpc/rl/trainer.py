@@ -247,24 +247,15 @@ class Trainer:
         state = read_global_state(folder)
         self.counters = Counters(**state["counters"])
         self.history = state.get("history", [])
-        envs_by_index: dict[int, Any] = {}
-        for rank_state in read_rank_states(folder):
-            for idx, env_state in zip(
-                rank_state["env_indices"], rank_state["envs"]["envs"], strict=True
-            ):
-                envs_by_index[int(idx)] = env_state
-        template = read_rank_states(folder)[0]["envs"]
-        mine = [envs_by_index[self.env_offset + i] for i in range(self.num_envs)]
-        self.envs.load_state_dict({**template, "envs": mine})
+        from glamhpc.envs.batch import merge_state_dicts
+
+        # Each env's state carries its global index: a different world size picks its own envs.
+        self.envs.load_state_dict(merge_state_dicts(r["envs"] for r in read_rank_states(folder)))
         return True
 
     def save(self, env_state: dict[str, Any]) -> Path:
         write_shared, write_rank = save_model_state(self.policy, self.optimizer, self.ctx)
-        rank_state = {
-            "rank": self.ctx.rank,
-            "env_indices": list(range(self.env_offset, self.env_offset + self.num_envs)),
-            "envs": env_state,
-        }
+        rank_state = {"rank": self.ctx.rank, "envs": env_state}
         global_state = {
             "counters": self.counters.__dict__,
             "history": self.history,
