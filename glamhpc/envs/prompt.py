@@ -7,11 +7,13 @@ actions are scored as the continuation of the prompt's trailing `"Action {k}: "`
      \\n Observation 0: d1, d2, \\n Action 0: {action} \\n Observation 1: ...\\n Action 1:
 
 (shown wrapped; the real prompt is one string where each `\\n` is a newline preceded by a space,
-except before "Action"). French keeps the structure with a French header and goal line.
+except before "Action"). French keeps the structure with a French header and goal line; the
+"Observation k:" / "Action k:" labels are the same words in French and stay as they are.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -151,10 +153,13 @@ class History:
     """
 
     def __init__(self, window: int = 3) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+        # numbers.Integral admits numpy integers from configs/arrays; bool is an int but a mistake.
+        valid = isinstance(window, numbers.Integral) and not isinstance(window, bool)
+        if not valid or not 1 <= window <= MAX_WINDOW:
             raise ValueError(
                 f"history window must be an integer in 1..{MAX_WINDOW}, got {window!r}"
             )
+        window = int(window)
         self.window = window
         self._observations: deque[tuple[str, ...]] = deque(maxlen=window)
         self._rendered: deque[str] = deque(maxlen=window)

@@ -184,6 +184,13 @@ def test_invalid_window(window) -> None:
         History(window)
 
 
+def test_numpy_integer_window_is_accepted() -> None:
+    import numpy as np
+
+    history = History(np.int64(2))
+    assert history.window == 2 and type(history.window) is int
+
+
 def test_reset_clears_the_previous_episode() -> None:
     history = History(3)
     history.reset(obs(0))
