@@ -6,9 +6,10 @@ actions are scored as the continuation of the prompt's trailing `"Action {k}: "`
     Possible action of the agent: a0, a1 \\n Goal of the agent: {mission}
      \\n Observation 0: d1, d2, \\n Action 0: {action} \\n Observation 1: ...\\n Action 1:
 
-(shown wrapped; the real prompt is one string where each `\\n` is a newline preceded by a space,
-except before "Action"). French keeps the structure with a French header and goal line; the
-"Observation k:" / "Action k:" labels are the same words in French and stay as they are.
+(shown wrapped; the real prompt is one string ending with "Action 1: " and its trailing space,
+where each `\\n` is a newline preceded by a space except before "Action"). French keeps the
+structure with a French header and goal line; the "Observation k:" / "Action k:" labels are the
+same words in French and stay.
 """
 
 from __future__ import annotations
