@@ -145,7 +145,25 @@ def wrap_policy(policy: nn.Module, ctx: DistContext, cfg: DistConfig) -> nn.Modu
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return DistributedDataParallel(policy, device_ids=device_ids, broadcast_buffers=False)
+    ddp = DistributedDataParallel(policy, device_ids=device_ids, broadcast_buffers=False)
+    if ctx.device.type == "cpu":
+        # On CPU (gloo) there is little compute to overlap with, so a synchronous, timed
+        # all-reduce costs nothing and lets the metrics split update time from communication.
+        ddp.register_comm_hook(ctx, _timed_allreduce_hook)
+    return ddp
+
+
+def _timed_allreduce_hook(ctx: DistContext, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+    import time
+
+    start = time.perf_counter()
+    tensor = bucket.buffer()
+    dist.all_reduce(tensor)
+    tensor.div_(ctx.world_size)
+    ctx.comm_seconds += time.perf_counter() - start
+    future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    future.set_result(tensor)
+    return future
 
 
 def unwrap(module: nn.Module) -> nn.Module:

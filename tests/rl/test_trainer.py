@@ -1,0 +1,173 @@
+"""End-to-end learner runs on real envs, the real tiny T5 and a real SQLite MLflow store.
+
+The resume test kills a real training subprocess with SIGKILL after a checkpoint landed, resumes
+it with the same command, and requires bitwise-identical parameters and identical metrics to an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glamhpc.config import ConfigError, load_config
+from glamhpc.rl.trainer import train
+
+TINY = [
+    "env.level=BabyAI-GoToRedBallNoDists-v0",
+    "env.num_envs=4",
+    "env.history=2",
+    "ppo.steps_per_env=6",
+    "ppo.minibatch_size=8",
+    "ppo.epochs=2",
+    "ppo.lr=1e-3",
+    "train.progress=false",
+    "train.checkpoint_every=1",
+    "model.device=cpu",
+]
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return load_config(
+        None,
+        [
+            *TINY,
+            f"train.run_root={tmp_path / 'runs'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            *extra,
+        ],
+    )
+
+
+def _params(run_dir: Path) -> dict[str, torch.Tensor]:
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    return load_file(str(run_dir / "checkpoints" / latest / "model.safetensors"))
+
+
+def _history(run_dir: Path) -> list[dict]:
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    state = json.loads((run_dir / "checkpoints" / latest / "state.json").read_text())
+    return state["history"]
+
+
+def _strip_timing(history: list[dict]) -> list[dict]:
+    timing = ("time/", "_per_s", "tflops", "mfu")
+    return [{k: v for k, v in h.items() if not any(t in k for t in timing)} for h in history]
+
+
+def test_short_run_produces_a_complete_run_dir_and_mlflow_run(tmp_path):
+    cfg = _cfg(tmp_path, "train.max_updates=2")
+    run_dir = train(cfg, "r1")
+    assert (run_dir / "DONE").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "model" / "glamhpc.json").is_file()
+    assert (run_dir / "model" / "value_head.safetensors").is_file()
+    history = _history(run_dir)
+    assert [h["update"] for h in history] == [1.0, 2.0]
+    for key in (
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "grad_norm",
+        "env_steps_per_s",
+        "tokens_per_s",
+        "model_tflops_per_s",
+    ):
+        assert key in history[-1], key
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run_id, "policy_loss")]
+    assert steps == [24, 48]
+    # A second call on a finished run does nothing (requeue after completion: no retraining).
+    before = _params(run_dir)
+    train(cfg, "r1")
+    assert all(torch.equal(before[k], v) for k, v in _params(run_dir).items())
+
+
+def test_same_seed_same_parameters(tmp_path):
+    a = train(_cfg(tmp_path, "train.max_updates=2", "tracking.enabled=false"), "a")
+    b = train(_cfg(tmp_path, "train.max_updates=2", "tracking.enabled=false"), "b")
+    pa, pb = _params(a), _params(b)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    c = train(_cfg(tmp_path, "train.max_updates=2", "tracking.enabled=false", "seed=2"), "c")
+    pc = _params(c)
+    assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+
+
+def test_resume_refuses_a_changed_experiment(tmp_path):
+    train(_cfg(tmp_path, "train.max_updates=1", "tracking.enabled=false"), "x")
+    (tmp_path / "runs" / "quickstart" / "x" / "DONE").unlink()
+    with pytest.raises(ConfigError, match="different config"):
+        train(_cfg(tmp_path, "train.max_updates=2", "tracking.enabled=false", "ppo.lr=0.1"), "x")
+
+
+def _train_cmd(tmp_path: Path, name: str, updates: int) -> list[str]:
+    cmd = [sys.executable, "-m", "glamhpc", "train", "--run-name", name]
+    for item in [
+        *TINY,
+        f"train.run_root={tmp_path / 'runs'}",
+        "tracking.enabled=false",
+        f"train.max_updates={updates}",
+    ]:
+        cmd += ["--set", item]
+    return cmd
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early with {proc.returncode}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run(_train_cmd(tmp_path, "straight", 4), env=env, timeout=300)
+    assert straight.returncode == 0
+    runs = tmp_path / "runs" / "quickstart"
+    proc = subprocess.Popen(_train_cmd(tmp_path, "killed", 4), env=env)
+    _wait_for(runs / "killed" / "checkpoints" / "u0000002" / "MANIFEST.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (runs / "killed" / "DONE").exists()
+    resumed = subprocess.run(_train_cmd(tmp_path, "killed", 4), env=env, timeout=300)
+    assert resumed.returncode == 0
+    a, b = _params(runs / "straight"), _params(runs / "killed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _strip_timing(_history(runs / "straight")) == _strip_timing(_history(runs / "killed"))
+
+
+def test_sigusr2_saves_and_the_requeue_completes_identically(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = tmp_path / "runs" / "quickstart"
+    proc = subprocess.Popen(_train_cmd(tmp_path, "pre", 4), env=env)
+    _wait_for(runs / "pre" / "checkpoints" / "u0000001" / "MANIFEST.json", proc)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=120) == 0
+    assert (runs / "pre" / "PREEMPTED").is_file()
+    assert not (runs / "pre" / "DONE").exists()
+    subprocess.run(_train_cmd(tmp_path, "pre", 4), env=env, timeout=300, check=True)
+    subprocess.run(_train_cmd(tmp_path, "ref", 4), env=env, timeout=300, check=True)
+    a, b = _params(runs / "pre"), _params(runs / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _strip_timing(_history(runs / "pre")) == _strip_timing(_history(runs / "ref"))
