@@ -242,6 +242,17 @@ def test_known_levels_and_resolution() -> None:
         resolve_level("CartPole-v1")
 
 
+def test_goto_local_distractor_sweep_is_complete() -> None:
+    for name, n_objs in (("GoToLocalS8N4", 4), ("GoToLocalS8N16", 16)):
+        env = gym.make(resolve_level(name))
+        with silence_generation():
+            obs, _ = env.reset(seed=0)
+        u = env.unwrapped
+        objs = [c for c in u.grid.grid if c is not None and c.type != "wall"]
+        assert len(objs) == n_objs and u.max_steps == 64
+        assert MISSION_RE["goto"].fullmatch(obs["mission"])
+
+
 def test_level_language() -> None:
     assert level_language("BabyAI-GoToFrench-v0") == "french"
     assert level_language("BabyAI-MixedTrainLocal-v0") == "english"
