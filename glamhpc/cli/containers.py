@@ -26,13 +26,13 @@ def build(
         None,
         "--base-image",
         help="Base image with Python (and usually torch). "
-        f"[default: {containers.DEFAULT_BASE_IMAGE}]",
+        f"(default: {containers.DEFAULT_BASE_IMAGE})",
     ),
     tag: str = typer.Option(
         None,
         "--tag",
         help="Image tag (Docker/Podman) or SIF file (Apptainer). "
-        f"[default: {containers.DEFAULT_TAG}]",
+        f"(default: {containers.DEFAULT_TAG})",
     ),
     bake_model: str = typer.Option(
         None,
@@ -44,7 +44,7 @@ def build(
         None,
         "--cache",
         help="HF_HOME-style cache holding --bake-model. "
-        "[default: $HF_HOME or ~/.cache/huggingface]",
+        "(default: $HF_HOME or ~/.cache/huggingface)",
     ),
     from_image: str = typer.Option(
         None,
@@ -104,7 +104,8 @@ def build(
         containers.clear_staged(root)
     if code != 0:
         fail(f"{chosen} build failed (exit {code}); its output is above", code=code)
-    built = containers.sif_name(cmd[-2]) if chosen in containers.APPTAINER_LIKE else cmd[5]
+    image = tag or containers.DEFAULT_TAG
+    built = containers.sif_name(image) if chosen in containers.APPTAINER_LIKE else image
     typer.secho(f"built {built}", fg=typer.colors.GREEN)
 
 
