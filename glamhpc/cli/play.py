@@ -99,7 +99,10 @@ def play(
     _show_state(console, env, episode, seed + episode)
     while True:
         console.print("action> ", end="", markup=False)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:  # Ctrl-C: leave like Ctrl-D, without a traceback
+            line = ""
         if not line:  # EOF (Ctrl-D, or the end of piped input)
             console.print()
             break
