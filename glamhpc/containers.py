@@ -438,6 +438,29 @@ def forwarded_env(
     return dict(sorted(picked.items()))
 
 
+#: Variables naming host folders a job reads or writes: forwarding one without binding its
+#: folder would point the job at a path that does not exist inside the container.
+PATH_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "GLAMHPC_CACHE", "TMPDIR")
+
+
+def env_binds(env: Mapping[str, str], exists: Callable[[str], bool] = os.path.isdir) -> list[str]:
+    """Binds for the host folders that ``env`` (usually ``forwarded_env()``) refers to: the
+    PATH_VARIABLES and the folder of an ``sqlite:////abs/path.db`` MLflow store.
+
+    Relative paths are left out (they resolve inside the bound working directory), and so are
+    folders that do not exist (Apptainer refuses a missing bind source).
+    """
+    paths = [env[name] for name in PATH_VARIABLES if env.get(name)]
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("sqlite:////"):
+        paths.append(os.path.dirname(uri[len("sqlite:///") :]))
+    binds: list[str] = []
+    for path in paths:
+        if os.path.isabs(path) and exists(path) and path not in binds:
+            binds.append(path)
+    return binds
+
+
 def _split_bind(spec: str) -> tuple[str, str, str]:
     """``src[:dst[:opts]]`` -> (src, dst, opts); dst defaults to src."""
     if "," in spec:
