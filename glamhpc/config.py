@@ -166,6 +166,16 @@ class TrackingConfig(_Section):
     """Upload checkpoints as artifacts (small models only; large ones get a path tag)."""
     log_model: bool = True
     """Upload the final model (safetensors + tokenizer) as an artifact."""
+    offline_ok: bool = False
+    """Start training even when the tracking server is unreachable at start: metrics are
+    journaled in the run dir and sent later (automatically, or by `glamhpc sync RUN_DIR`)."""
+    system_metrics_interval_s: float = Field(10.0, ge=0.5)
+    """Seconds between system-metric samples (when system_metrics is on)."""
+    retry_max_s: float = Field(30.0, gt=0)
+    """Longest wait between retries while the tracking server is down."""
+    flush_timeout_s: float = Field(60.0, ge=0)
+    """At the end of a run, wait at most this long for undelivered metrics (the rest is kept in
+    the run dir's journal and replayed by the next start or `glamhpc sync`)."""
 
 
 class DistConfig(_Section):
