@@ -176,14 +176,19 @@ def check_gpus(
     # On a login node GPUs are expected to be absent: only demand them where ranks will run.
     here = cfg.launch.executor == "local" or "SLURM_JOB_ID" in env
     required = wanted > 0 and here
-    count, note = torch_probe()
     driver_gpus: int | None = None  # None: no nvidia-smi to ask
-    detail = f"{count} usable by {note}"
+    detail = ""
     if which("nvidia-smi"):
         rc, out = runner(["nvidia-smi", "-L"])
         listed = [line for line in out.splitlines() if line.startswith("GPU ")]
         driver_gpus = len(listed) if rc == 0 else 0
-        detail += f"; nvidia-smi lists {driver_gpus}" if rc == 0 else "; nvidia-smi failed"
+        detail = f"; nvidia-smi lists {driver_gpus}" if rc == 0 else "; nvidia-smi failed"
+    if wanted == 0 and not driver_gpus:
+        # Importing torch costs seconds; without GPUs wanted or present there is nothing to ask.
+        note = "no NVIDIA driver (nvidia-smi not found)" if driver_gpus is None else "no GPU"
+        return Check("GPUs", True, note + " (config uses CPU ranks)", required=False)
+    count, note = torch_probe()
+    detail = f"{count} usable by {note}{detail}"
     if wanted == 0:
         return Check("GPUs", True, detail + " (config uses CPU ranks)", required=False)
     if count >= wanted:
@@ -210,13 +215,10 @@ def check_model(cfg: Config) -> Check:
             return Check("model cache", False, f"{folder} lacks {', '.join(missing)}", _fetch(cfg))
         return Check("model cache", True, f"{folder} is complete")
     if model.name == "tiny-t5":
-        try:
-            from glamhpc.policy.models import tiny_t5_dir
-
-            folder = tiny_t5_dir(model.cache_dir)
-            where = f"cached in {folder}" if folder.is_dir() else f"will be built in {folder}"
-        except ImportError:
-            where = "built locally on first use"
+        # Same lookup as glamhpc.policy.models (not imported here: it pulls in torch).
+        root = Path(model.cache_dir or os.environ.get("GLAMHPC_CACHE") or "~/.cache/glamhpc")
+        builds = sorted(root.expanduser().glob("tiny-t5-*/config.json"))
+        where = f"cached in {builds[-1].parent}" if builds else f"built under {root} on first use"
         return Check("model cache", True, f"tiny-t5 needs no download; {where}")
     if not model.pretrained:
         return Check(
