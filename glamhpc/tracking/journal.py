@@ -1,0 +1,271 @@
+"""The local journal: everything a run sends to MLflow, appended to a file in the run directory.
+
+The journal is the single source of truth for delivery. The training thread appends one JSON line
+per call (``log_metrics``, ``set_tags``, ``log_artifact``, ``finish``) and returns; the sender
+thread (and ``glamhpc sync``) reads the file from the last *acknowledged* byte offset and delivers
+the records in order. Delivery state lives in a small JSON file written atomically, so a crash at
+any point leaves either the old or the new acknowledgement and at worst re-sends a batch, which
+the sender's dedupe makes harmless (see ``sender.py``).
+
+Record kinds (short keys keep the journal small and the training thread's ``json.dumps`` cheap):
+
+================================  =============================================================
+``{"s": step, "t": ms, "m": {}}``  metrics (key -> value) at one step, timestamp in ms
+``{"tags": {k: v}}``               tags to set
+``{"artifact": path, "dest": p}``  file or folder to upload (``dest``: artifact sub-path or null)
+``{"status": S, "t": ms}``         run status change (RUNNING on resume, terminal on finish)
+================================  =============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glamhpc.fsutil import atomic_write_json
+
+log = logging.getLogger("glamhpc.tracking")
+
+JOURNAL = Path("logs") / "metrics.jsonl"
+"""Journal path, relative to the run directory."""
+ACKS = Path("logs") / "metrics.acked.json"
+"""Delivery state (acknowledged offset, delivered max step per key), relative to the run dir."""
+REJECTED = Path("logs") / "metrics.rejected.jsonl"
+"""Records the server refused as invalid (kept locally, never silently dropped)."""
+PENDING_RUN = Path("logs") / "mlflow_pending_run.json"
+"""Run to create when the server becomes reachable (offline start), relative to the run dir."""
+STATE = Path("logs") / "tracking.json"
+"""Where this run dir is tracked (URI, experiment, run uid, resume count)."""
+RUN_ID_FILE = "mlflow_run_id"
+"""The MLflow run id of the run directory (contract: run_dir/mlflow_run_id)."""
+
+
+@dataclass
+class AckState:
+    """What has reached the server: everything before ``offset`` and, per metric key, the
+    highest step delivered (the dedupe state that survives restarts)."""
+
+    offset: int = 0
+    delivered_max: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> AckState:
+        if not path.is_file():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                offset=int(data.get("offset", 0)),
+                delivered_max={str(k): int(v) for k, v in data.get("delivered_max", {}).items()},
+            )
+        except (ValueError, TypeError, AttributeError):
+            # A corrupt ack file can only make us re-send: the sender's dedupe absorbs it.
+            log.warning("ignoring unreadable tracking ack file %s; pending records re-sent", path)
+            return cls()
+
+    def save(self, path: Path) -> None:
+        atomic_write_json(path, {"offset": self.offset, "delivered_max": self.delivered_max})
+
+
+class Journal:
+    """Append-only JSON-lines writer; thread-safe; each call is one ``write`` + ``flush``.
+
+    Appends are flushed to the OS on every call (a killed process loses nothing); fsync, which can
+    cost milliseconds on network filesystems, is left to the sender thread (``sync_to_disk``),
+    which always fsyncs before it records an acknowledgement.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(path)
+        self._fh = open(path, "ab")  # noqa: SIM115 (kept open for the run's lifetime)
+        self._end = self._fh.tell()
+        self._lock = threading.Lock()
+
+    @property
+    def end(self) -> int:
+        """Byte offset just after the last complete record."""
+        return self._end
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Append one record; returns the offset just after it."""
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
+            self._end += len(line)
+            return self._end
+
+    def sync_to_disk(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._fh.closed:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a half-written last line (a crash mid-append) so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        # Scan back in blocks for the last newline; everything after it is the torn record.
+        pos = size
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.warning(
+        "tracking journal %s: dropped a half-written last line (%d bytes)", path, size - keep
+    )
+
+
+def read_records(
+    path: Path, start: int, max_bytes: int = 4 << 20
+) -> list[tuple[int, dict[str, Any]]]:
+    """Complete records after byte ``start``: [(offset just after the record, record)].
+
+    Stops at the last newline so a line the writer is still appending is left for next time.
+    Unparseable lines are logged and returned as ``{}`` so that the caller still advances past
+    them (a corrupt line must not block delivery of everything after it).
+    """
+    if not path.is_file():
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        data = fh.read(max_bytes)
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        if len(data) >= max_bytes:  # a single record larger than max_bytes: read it whole
+            return read_records(path, start, max_bytes * 4)
+        return []
+    out: list[tuple[int, dict[str, Any]]] = []
+    offset = start
+    for raw in data[: cut + 1].split(b"\n")[:-1]:
+        offset += len(raw) + 1
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            log.warning("tracking journal %s: skipping a corrupt line at byte %d", path, offset)
+            record = {}
+        out.append((offset, record))
+    return out
+
+
+def iter_records(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """All complete records from ``start`` to the current end of the file."""
+    offset = start
+    while True:
+        chunk = read_records(path, offset)
+        if not chunk:
+            return
+        yield from chunk
+        offset = chunk[-1][0]
+
+
+def metric_series(path: Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one metric from the journal: local plots need no server round trip."""
+    steps: list[int] = []
+    values: list[float] = []
+    for _, record in iter_records(path):
+        metrics = record.get("m")
+        if metrics and key in metrics:
+            steps.append(int(record["s"]))
+            values.append(float(metrics[key]))
+    return steps, values
+
+
+class MetricGate:
+    """The dedupe rule at the door of the journal: a (key, step) enters at most once.
+
+    ``logged_max`` maps each key to the highest step already journaled or delivered (restored at
+    start from the ack file, the undelivered journal tail and, when reachable, the server). A
+    metric at or below it is dropped: after a restart from a checkpoint a deterministic trainer
+    recomputes steps that MLflow already has, and those must not appear twice. Consequence for
+    callers: log each key at most once per step (a second value at the same step is dropped).
+    """
+
+    def __init__(self, journal: Journal, logged_max: dict[str, int]) -> None:
+        self._journal = journal
+        self._max = logged_max
+        self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}  # raw key -> key as sent (validated once per key)
+        self._warned: set[str] = set()
+        self.last_step = max(logged_max.values(), default=0)
+
+    def _key(self, raw: str) -> str:
+        key = self._keys.get(raw)
+        if key is None:
+            from glamhpc.tracking.runs import safe_key, valid_metric_key
+
+            key = raw if valid_metric_key(raw) else safe_key(raw)
+            if key != raw:
+                log.warning("metric name %r is not valid in MLflow; logged as %r", raw, key)
+            self._keys[raw] = key
+        return key
+
+    def log(self, metrics: Mapping[str, Any], step: int, timestamp_ms: int) -> int | None:
+        """Journal the metrics not yet logged at ``step``; returns the journal offset or None."""
+        step = int(step)
+        fresh: dict[str, float] = {}
+        with self._lock:
+            for raw, value in metrics.items():
+                key = self._key(raw)
+                seen = self._max.get(key)
+                if seen is not None and step <= seen:
+                    continue
+                try:
+                    fresh[key] = float(value)
+                except (TypeError, ValueError):
+                    if raw not in self._warned:
+                        self._warned.add(raw)
+                        log.warning("metric %r has a non-numeric value %r; not logged", raw, value)
+            if not fresh:
+                return None
+            for key in fresh:
+                self._max[key] = step
+            if step > self.last_step:
+                self.last_step = step
+            return self._journal.append({"s": step, "t": timestamp_ms, "m": fresh})
+
+
+def journaled_max(path: Path, start: int) -> dict[str, int]:
+    """Highest step per key in the journal after byte ``start`` (the undelivered tail)."""
+    out: dict[str, int] = {}
+    for _, record in iter_records(path, start):
+        metrics = record.get("m")
+        if metrics:
+            step = int(record["s"])
+            for key in metrics:
+                if key not in out or step > out[key]:
+                    out[key] = step
+    return out
