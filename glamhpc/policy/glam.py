@@ -1,0 +1,185 @@
+"""GlamPolicy: an LLM scoring a fixed set of candidate actions, plus a value head.
+
+pi(a_k | prompt) comes from the candidates' scores (see `scoring`), normalised over the K
+candidates; V(prompt) is an MLP on the decoder's position-0 state, computed in the same pass.
+The whole LLM is trainable (the paper fine-tunes everything); the value head is float32 whatever
+the LLM's dtype, so value regression does not suffer from bf16 rounding.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from glamhpc.policy.scoring import (
+    Candidates,
+    ScoreOutput,
+    ScoringMethod,
+    encode_candidates,
+    policy_logits,
+    score_prompts,
+)
+
+__all__ = ["GlamPolicy", "action_stats"]
+
+
+def action_stats(
+    logprobs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log pi(actions) [B], entropy [B]) from normalised candidate log-probs [B, K].
+
+    A free function so that a trainer holding the policy inside DDP/FSDP (which must be called
+    through `forward`) computes exactly what `GlamPolicy.evaluate` does.
+    """
+    chosen = logprobs.gather(1, actions.to(logprobs.device).long().view(-1, 1)).squeeze(1)
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return chosen, entropy
+
+
+class GlamPolicy(nn.Module):
+    """The GLAM actor-critic over a fixed list of candidate action strings.
+
+    Args:
+        model: a seq2seq LM (`load_model`), on its target device and dtype.
+        tokenizer: its tokenizer (needs eos and pad tokens).
+        action_texts: the K candidate actions, in env-action order.
+        scoring: `"glam"` = log_softmax(scores) (correct); `"paper"` = softmax(P / max P), the
+            paper-era rule kept for parity runs.
+        max_batch_tokens: token budget of one scoring forward (prompts are chunked beyond it).
+        value_hidden: width of the value MLP (1024 in the paper).
+        method: scoring implementation (`"fast"`, or a reference path for tests/benchmarks).
+        disable_dropout: set every dropout of the LLM to 0 (default). PPO compares the policy
+            that acted with the one being updated; dropout noise makes that ratio differ from 1
+            before any update and turns the clipping into noise clipping.
+        prompt_cache_size: how many prompt tokenisations to keep (prompts recur: every PPO epoch
+            re-scores the rollout's prompts).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        action_texts: Sequence[str],
+        scoring: Literal["glam", "paper"] = "glam",
+        max_batch_tokens: int | None = 32768,
+        value_hidden: int = 1024,
+        method: ScoringMethod = "fast",
+        disable_dropout: bool = True,
+        prompt_cache_size: int = 16384,
+    ) -> None:
+        super().__init__()
+        if scoring not in ("glam", "paper"):
+            raise ValueError(f"unknown scoring {scoring!r}; expected 'glam' or 'paper'")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.action_texts: tuple[str, ...] = tuple(action_texts)
+        self.scoring: Literal["glam", "paper"] = scoring
+        self.method: ScoringMethod = method
+        self.max_batch_tokens = max_batch_tokens
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else model.config.pad_token_id)
+        cands = encode_candidates(tokenizer, self.action_texts, self.pad_id)
+        # Buffers (not persistent: they derive from the tokenizer) so `.to(device)` moves them.
+        self.register_buffer("candidate_ids", cands.ids, persistent=False)
+        self.register_buffer("candidate_mask", cands.mask, persistent=False)
+        d_model = int(model.config.d_model)
+        device = next(model.parameters()).device
+        self.value_head = nn.Sequential(
+            nn.Linear(d_model, value_hidden),
+            nn.Sigmoid(),
+            nn.Linear(value_hidden, value_hidden),
+            nn.Sigmoid(),
+            nn.Linear(value_hidden, 1),
+        ).to(device=device, dtype=torch.float32)
+        if disable_dropout:
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+        self._prompt_cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._prompt_cache_size = prompt_cache_size
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_texts)
+
+    @property
+    def candidates(self) -> Candidates:
+        return Candidates(self.candidate_ids, self.candidate_mask, self.action_texts)
+
+    # -- tokenisation ------------------------------------------------------------------------
+
+    def tokenize(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt (ending with </s>), through a small LRU cache."""
+        cache = self._prompt_cache
+        missing = list(dict.fromkeys(p for p in prompts if p not in cache))
+        if missing:
+            encoded = self.tokenizer(missing, add_special_tokens=True)["input_ids"]
+            for prompt, ids in zip(missing, encoded, strict=True):
+                cache[prompt] = list(ids)
+        out: list[list[int]] = []
+        for prompt in prompts:
+            cache.move_to_end(prompt)
+            out.append(cache[prompt])
+        while len(cache) > self._prompt_cache_size:
+            cache.popitem(last=False)
+        return out
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score(self, prompts: Sequence[str]) -> ScoreOutput:
+        """Raw candidate scores [B, K] and the value-head input [B, d_model] (float32)."""
+        if len(prompts) == 0:
+            raise ValueError("no prompts")
+        return score_prompts(
+            self.model,
+            self.tokenize(prompts),
+            self.candidates,
+            pad_id=self.pad_id,
+            method=self.method,
+            max_batch_tokens=self.max_batch_tokens,
+        )
+
+    def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log pi(.|prompt) [B, K] float32, normalised over candidates; V(prompt) [B] float32)."""
+        out = self.score(prompts)
+        logprobs = policy_logits(out.scores, self.scoring)
+        values = self.value_head(out.hidden).squeeze(-1)
+        return logprobs, values
+
+    @torch.no_grad()
+    def act(
+        self,
+        prompts: Sequence[str],
+        generator: torch.Generator | None = None,
+        greedy: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample (or argmax) one action per prompt.
+
+        Sampling happens on the generator's device (CPU by default) so that a seeded CPU
+        generator gives the same actions whatever device the model runs on.
+
+        Returns:
+            (actions [B] long, log pi(action) [B], values [B], entropy [B]), all float32 on CPU.
+        """
+        logprobs, values = self(prompts)
+        logprobs = logprobs.float()
+        if greedy:
+            actions = logprobs.argmax(dim=-1)
+        else:
+            device = generator.device if generator is not None else torch.device("cpu")
+            probs = logprobs.exp().to(device)
+            actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        chosen, entropy = action_stats(logprobs, actions)
+        return actions.cpu(), chosen.cpu(), values.float().cpu(), entropy.cpu()
+
+    def evaluate(
+        self, prompts: Sequence[str], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """With gradients: (log pi(actions) [B], entropy [B], values [B]) on the model's device."""
+        logprobs, values = self(prompts)
+        chosen, entropy = action_stats(logprobs, actions)
+        return chosen, entropy, values
