@@ -43,7 +43,8 @@ def build(
     cache: str = typer.Option(
         None,
         "--cache",
-        help="HF_HOME-style cache holding --bake-model. "
+        help="Cache holding --bake-model: the --cache given to `glamhpc models prefetch`, or an "
+        "HF_HOME. "
         "(default: $HF_HOME or ~/.cache/huggingface)",
     ),
     from_image: str = typer.Option(
