@@ -53,6 +53,12 @@ def build(
         help="Apptainer only: convert this local Docker image (docker-daemon) or `docker save` "
         "archive (*.tar) instead of building from the base image.",
     ),
+    engine_args: list[str] = typer.Option(
+        [],
+        "--engine-arg",
+        help="Extra argument for the engine's build command, repeatable "
+        "(e.g. --engine-arg=--fakeroot, --engine-arg=--network=host).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the command; run nothing."),
 ) -> None:
     """Build the glamhpc image with Docker, Podman or Apptainer; prints the exact command."""
@@ -76,6 +82,7 @@ def build(
             revision=containers.git_revision(root),
             source=containers.git_source(root),
             from_image=from_image,
+            extra_args=engine_args,
         )
         model = None
         if bake_model is not None:
