@@ -1,3 +1,281 @@
-"""`glamhpc` commands of this area (registered on the shared app)."""
+"""`glamhpc eval`: a checkpoint, a zero-shot model or a baseline on the paper's suites.
 
-from glamhpc.cli import app  # noqa: F401
+Thin: parse, resolve the agents and the plan (every user mistake fails here, in one line, exit
+code 2, before any model is loaded or job submitted), run, print, save, log. The work lives in
+`glamhpc.evaluate`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from glamhpc.cli import app
+from glamhpc.cli.common import fail
+from glamhpc.config import EvalConfig
+
+_EVAL_DEFAULTS = EvalConfig()
+
+
+class _Progress:
+    """Episodes-done bar over all agents and items (progress callbacks give per-item counts)."""
+
+    def __init__(self, progress: Any, total: int) -> None:
+        self.progress = progress
+        self.task = progress.add_task("eval", total=total, item="") if progress else None
+        self.seen: dict[str, int] = {}
+        self.prefix = ""
+
+    def __call__(self, key: str, done: int) -> None:
+        if self.progress is None:
+            return
+        full = f"{self.prefix}{key}"
+        step = done - self.seen.get(full, 0)
+        self.seen[full] = done
+        self.progress.update(self.task, advance=step, item=full)
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[_Progress]:
+    if not enabled:
+        yield _Progress(None, 0)
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]episodes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[item]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as progress:
+        yield _Progress(progress, total)
+
+
+def _default_out(specs: list[Any]) -> Path:
+    """``<run dir>/eval`` for a training run, else ``runs/eval/<agents>``."""
+    if specs[0].run_dir:
+        return Path(specs[0].run_dir) / "eval"
+    name = "+".join(s.label for s in specs)
+    return Path("runs") / "eval" / re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
+
+
+@app.command("eval")
+def eval_command(
+    run: str = typer.Option(None, "--run", help="MLflow run id of a finished training run."),
+    checkpoint: Path = typer.Option(
+        None, "--checkpoint", help="A finished run dir, or its exported model/ folder."
+    ),
+    model: str = typer.Option(
+        None, "--model", help="Zero-shot baseline: tiny-t5, a cached hub id or a model folder."
+    ),
+    baseline: list[str] = typer.Option(
+        [], "--baseline", help="Also evaluate a baseline: random or bot (repeatable)."
+    ),
+    suite: list[str] = typer.Option(
+        [], "--suite", help="paper, compositions, distractors or one item name (repeatable)."
+    ),
+    level: list[str] = typer.Option(
+        [], "--level", help="A level to play unmodified, e.g. GoToLocal (repeatable)."
+    ),
+    episodes: int = typer.Option(
+        _EVAL_DEFAULTS.episodes, "--episodes", "-e", help="Episodes per item (paper: 1000)."
+    ),
+    num_envs: int = typer.Option(
+        _EVAL_DEFAULTS.num_envs, "--num-envs", help="Env streams per item (results depend on it)."
+    ),
+    greedy: bool = typer.Option(
+        _EVAL_DEFAULTS.greedy, "--greedy", help="Argmax actions (default: sampled, as the paper)."
+    ),
+    seed: int = typer.Option(1, "--seed", help="Test seed >= 1: env seeds are 1e9 * seed + i."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or slurm."),
+    shards: int = typer.Option(1, "--shards", help="Split each item's env streams into N shards."),
+    partition: str = typer.Option(None, "--partition", help="Slurm partition (slurm only)."),
+    time_limit: str = typer.Option(None, "--time", help="Slurm time limit per array task."),
+    gpus_per_node: int = typer.Option(0, "--gpus-per-node", help="GPUs per array task."),
+    cpus_per_task: int = typer.Option(None, "--cpus-per-task", help="CPUs per array task."),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder (default: <run dir>/eval or runs/eval/<agent>)."
+    ),
+    uri: str = typer.Option(None, "--uri", help="MLflow tracking URI (default: as `train`)."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Log results to MLflow."),
+    history: int = typer.Option(
+        None, "--history", help="Prompt window of --model/baselines (default 3; checkpoints: own)."
+    ),
+    scoring: str = typer.Option(None, "--scoring", help="glam or paper (default: checkpoint's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16."),
+) -> None:
+    """Evaluate on the GLAM paper's generalization suites: success rate (Wilson 95% CI), mean
+    return and length per suite item; printed, saved as CSV/markdown, logged to MLflow."""
+    args = _Args(**locals())  # first statement: locals() holds exactly the options here
+    from glamhpc.evaluate.agents import EvalError
+
+    try:
+        _eval(args)
+    except EvalError as exc:
+        fail(str(exc))
+
+
+@dataclass(frozen=True)
+class _Args:
+    """The options of `glamhpc eval`, typed (see the command's help for each)."""
+
+    run: str | None
+    checkpoint: Path | None
+    model: str | None
+    baseline: list[str]
+    suite: list[str]
+    level: list[str]
+    episodes: int
+    num_envs: int
+    greedy: bool
+    seed: int
+    executor: str
+    shards: int
+    partition: str | None
+    time_limit: str | None
+    gpus_per_node: int
+    cpus_per_task: int | None
+    out: Path | None
+    uri: str | None
+    track: bool
+    history: int | None
+    scoring: str | None
+    device: str
+    dtype: str
+
+
+def _eval(args: _Args) -> None:
+    from rich.console import Console
+
+    from glamhpc.evaluate import agents, report, runner
+    from glamhpc.evaluate.agents import EvalError
+    from glamhpc.tracking.uri import TrackingError, resolve_uri
+
+    sources = [k for k in ("run", "checkpoint", "model") if getattr(args, k) is not None]
+    if len(sources) > 1:
+        raise EvalError(f"give one of --run, --checkpoint, --model (got {', '.join(sources)})")
+    if not sources and not args.baseline:
+        raise EvalError("nothing to evaluate: give --run, --checkpoint, --model or --baseline")
+    if args.executor not in ("local", "slurm"):
+        raise EvalError(f"unknown --executor {args.executor!r}; expected local or slurm")
+    if args.scoring not in (None, "glam", "paper"):
+        raise EvalError(f"unknown --scoring {args.scoring!r}; expected glam or paper")
+    if args.history is not None and not 1 <= args.history <= 9:
+        raise EvalError("--history must be between 1 and 9")
+    uri = resolve_uri(args.uri) if (args.run or args.track) else ""
+    options = {"device": args.device, "dtype": args.dtype}
+    overrides = {"history": args.history, "scoring": args.scoring}
+
+    specs: list[agents.AgentSpec] = []
+    if args.run:
+        download = Path(args.out or Path("runs") / "eval") / ".models"
+        specs.append(agents.run_spec(args.run, uri, download, **options))
+    elif args.checkpoint is not None:
+        specs.append(agents.checkpoint_spec(args.checkpoint, **options))
+    elif args.model:
+        specs.append(agents.model_spec(args.model, **options))
+    specs = [agents.with_options(s, **overrides) for s in specs]
+    main = specs[0] if specs else None
+    base_history = main.history if main else (args.history or 3)
+    specs += [agents.baseline_spec(name, base_history) for name in dict.fromkeys(args.baseline)]
+
+    items = runner.resolve_items(
+        args.suite,
+        args.level,
+        default_level=agents.training_level(main) if main else None,
+        action_space=main.trained_action_space if main else None,
+    )
+    plan = runner.EvalPlan(tuple(items), args.episodes, args.num_envs, args.seed, args.greedy)
+    for spec in specs:
+        runner.check_plan(spec, plan)
+    out_dir = Path(args.out) if args.out else _default_out(specs)
+    selection = list(args.suite) + list(args.level) or [items[0].item.name]
+    tag = report.output_tag(selection, plan.seed, plan.greedy)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    console = Console()
+    if not console.is_terminal:
+        # Logs and pipes: rich would wrap the table at 80 columns.
+        console = Console(width=max(console.width, 140))
+    results = []
+    total = len(specs) * len(items) * plan.episodes
+    with _progress(console.is_terminal and rank == 0, total) as bar:
+        for spec in specs:
+            bar.prefix = f"{spec.label} "
+            if world > 1:
+                result = _distributed(runner, spec, plan, rank, world, bar)
+                if result is None:
+                    continue
+            else:
+                slurm = runner.SlurmOptions(
+                    folder=out_dir / "slurm",
+                    partition=args.partition,
+                    time=args.time_limit,
+                    gpus_per_node=args.gpus_per_node,
+                    cpus_per_task=args.cpus_per_task,
+                )
+                result = runner.evaluate(
+                    spec, plan, args.shards, args.executor, slurm=slurm, progress=bar
+                )
+            results.append(result)
+    if rank != 0:
+        return
+
+    header = {
+        "episodes per item": plan.episodes,
+        "env streams": plan.streams,
+        "seed": plan.seed,
+        "actions": "greedy" if plan.greedy else "sampled",
+    }
+    files = report.write_outputs(out_dir / tag, results, header)
+    console.print(report.render_table(results, title=f"glamhpc eval ({tag})"))
+    console.print(f"results: {files[0]} and {files[1]}", highlight=False)
+    if not args.track:
+        return
+    params = {
+        "suites": ",".join(selection),
+        "episodes": plan.episodes,
+        "num_envs": plan.streams,
+        "seed": plan.seed,
+        "greedy": plan.greedy,
+    }
+    for result in results:
+        try:
+            run_id = report.log_to_mlflow(
+                result, files, uri, tag, {**params, "agent": result.agent.label,
+                                          "source": result.agent.source}
+            )  # fmt: skip
+        except TrackingError as exc:
+            raise EvalError(str(exc)) from None
+        where = "into run" if result.agent.run_id else "new eval run"
+        console.print(
+            f"MLflow: {result.agent.label} logged {where} {run_id} ({uri})", highlight=False
+        )
+
+
+def _distributed(runner: Any, spec: Any, plan: Any, rank: int, world: int, bar: Any) -> Any:
+    """This rank's shard under torchrun (rank 0 returns the merged result)."""
+    from glamhpc.config import DistConfig
+    from glamhpc.distributed import init_distributed
+
+    init_distributed(DistConfig(), spec.device)
+    return runner.evaluate_distributed(spec, plan, rank, world, progress=bar)

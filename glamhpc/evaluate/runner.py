@@ -1,0 +1,356 @@
+"""Planning and running an evaluation: suite items x episodes, split over shards, merged back.
+
+Seeds (deterministic, disjoint from training): every env of a suite item is an EnvBatch seeded
+``TEST_SEED_BASE * seed`` (upstream's test seeds ``1e9 * seed + i``; env stream ``i`` is the
+EnvBatch's global env index); action sampling uses one generator per stream seeded by
+``(seed, i)``. Items on the same level therefore see the same episodes (a paired comparison of,
+e.g., a modifier against no modification) and a result depends on (agent, items, episodes,
+num_envs, seed, greedy) only: not on the number of shards, ranks or array tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glamhpc.envs.suites import SUITES, SuiteItem, get_suite
+from glamhpc.episodes import TEST_SEED_BASE, Episode, play_episodes, stream_quotas
+from glamhpc.evaluate.agents import AgentSpec, EvalError, LoadedAgent, check_compatible, load_agent
+from glamhpc.evaluate.shards import merge_shards, shard_streams
+from glamhpc.evaluate.stats import ItemSummary, KindSummary, kind_summaries, summarize
+
+__all__ = [
+    "LEVEL_SUITE",
+    "EvalItem",
+    "EvalPlan",
+    "EvalResult",
+    "ShardTask",
+    "evaluate",
+    "item_suite",
+    "level_item",
+    "resolve_items",
+    "run_shard",
+    "test_env_seed",
+]
+
+#: Metric namespace of items given with --level (not part of a named suite).
+LEVEL_SUITE = "level"
+
+
+def test_env_seed(seed: int) -> int:
+    """EnvBatch seed of the evaluation envs (upstream: test env i uses ``1e9 * seed + i``).
+
+    ``seed`` must be >= 1: seed 0 would give EnvBatch seed 0, i.e. the training episodes of a
+    run seeded 0.
+    """
+    if seed < 1:
+        raise EvalError(f"evaluation seed must be >= 1 (got {seed}): seed 0 replays training envs")
+    return TEST_SEED_BASE * seed
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """A suite item with the namespace its metrics are logged under."""
+
+    suite: str
+    item: SuiteItem
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite}/{self.item.name}"
+
+
+def item_suite(item: SuiteItem) -> str:
+    """Namespace of an item: the first suite of `SUITES` holding it (``paper`` for all paper
+    items), whatever group it was selected through, so metric keys do not depend on how the
+    user asked for an item."""
+    for name, items in SUITES.items():
+        if item in items:
+            return name
+    return LEVEL_SUITE
+
+
+def level_item(level: str, action_space: str = "standard") -> SuiteItem:
+    """An item playing ``level`` unmodified (``--level``), named by the level's short name."""
+    from glamhpc.envs.levels import level_language, resolve_level
+
+    try:
+        level_id = resolve_level(level)
+    except ValueError as exc:
+        raise EvalError(str(exc)) from None
+    short = level_id.removeprefix("BabyAI-").rsplit("-v", 1)[0]
+    return SuiteItem(short, level_id, action_space=action_space, language=level_language(level_id))
+
+
+def resolve_items(
+    suites: Sequence[str],
+    levels: Sequence[str],
+    default_level: str | None = None,
+    action_space: str | None = None,
+) -> list[EvalItem]:
+    """Items of the named suites (groups or single items) and levels, in order, deduplicated.
+
+    ``action_space`` is the space of ``--level`` items (a checkpoint's own; standard otherwise).
+    With neither suites nor levels, ``default_level`` (a checkpoint's training level) is used.
+
+    Raises:
+        EvalError: an unknown suite or level, or nothing to evaluate.
+    """
+    items: list[EvalItem] = []
+    for name in suites:
+        try:
+            chosen = get_suite(name)
+        except ValueError as exc:
+            raise EvalError(str(exc)) from None
+        items.extend(EvalItem(item_suite(item), item) for item in chosen)
+    space = action_space or "standard"
+    items.extend(EvalItem(LEVEL_SUITE, level_item(level, space)) for level in levels)
+    if not items:
+        if default_level is None:
+            raise EvalError("nothing to evaluate: give --suite (e.g. paper) and/or --level")
+        items.append(EvalItem(LEVEL_SUITE, level_item(default_level, space)))
+    unique: dict[str, EvalItem] = {}
+    for entry in items:
+        unique.setdefault(entry.key, entry)
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What to play: every item gets ``episodes`` episodes on ``num_envs`` env streams."""
+
+    items: tuple[EvalItem, ...]
+    episodes: int
+    num_envs: int
+    seed: int
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.num_envs < 1:
+            raise EvalError("--episodes and --num-envs must be >= 1")
+        test_env_seed(self.seed)
+
+    @property
+    def streams(self) -> int:
+        """Env streams per item: never more than there are episodes."""
+        return min(self.num_envs, self.episodes)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard's share of a plan (the unit a rank or an array task runs; picklable)."""
+
+    agent: AgentSpec
+    plan: EvalPlan
+    shard: int = 0
+    num_shards: int = 1
+
+
+ProgressFn = Callable[[str, int], None]
+
+
+def run_shard(
+    task: ShardTask, loaded: LoadedAgent | None = None, progress: ProgressFn | None = None
+) -> dict[str, list[Episode]]:
+    """Play this shard's streams of every item; episodes by item key.
+
+    ``loaded`` reuses an already loaded agent (the local executor loads the LLM once for all
+    shards); ``progress(item_key, episodes_done)`` is called after every episode.
+    """
+    from glamhpc.envs.batch import EnvBatch
+
+    plan, spec = task.plan, task.agent
+    agent = loaded if loaded is not None else load_agent(spec)
+    streams = shard_streams(plan.streams, task.num_shards, task.shard)
+    quotas = stream_quotas(plan.episodes, plan.streams)[streams.start : streams.stop]
+    out: dict[str, list[Episode]] = {}
+    for entry in plan.items:
+        item = entry.item
+        check_compatible(spec, item)
+        envs = EnvBatch(
+            level=item.level,
+            num_envs=len(streams),
+            seed=test_env_seed(plan.seed),
+            action_space=item.action_space,
+            history=spec.history,
+            language=item.language,
+            env_seed_offset=streams.start,
+            fix_grammar=spec.fix_grammar,
+        )
+        modifier = item.modifier
+
+        def transform(prompts: list[str], _rng: Any, modify: Any = modifier) -> list[str]:
+            return [modify(p) for p in prompts]
+
+        on_episode = None
+        if progress is not None:
+
+            def on_episode(n: int, key: str = entry.key) -> None:
+                progress(key, n)
+
+        try:
+            out[entry.key] = play_episodes(
+                agent.policy_for(envs.action_texts, item),
+                envs,
+                quotas,
+                seed=plan.seed,
+                # The bot is deterministic: its one-hot distribution needs no sampling.
+                greedy=plan.greedy or spec.kind == "bot",
+                prompt_transform=transform if modifier is not None else None,
+                on_episode=on_episode,
+            )
+        finally:
+            envs.close()
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Merged outcome of one agent on a plan."""
+
+    agent: AgentSpec
+    plan: EvalPlan
+    episodes: dict[str, list[Episode]] = field(default_factory=dict)
+
+    def rows(self) -> list[ItemSummary]:
+        """One table row per item, in plan order."""
+        return [
+            summarize(self.agent.label, e.suite, e.item.name, e.item.level, self.episodes[e.key])
+            for e in self.plan.items
+        ]
+
+    def kinds(self) -> list[KindSummary]:
+        """Success per task kind per item."""
+        rows: list[KindSummary] = []
+        for e in self.plan.items:
+            rows.extend(
+                kind_summaries(self.agent.label, e.suite, e.item.name, self.episodes[e.key])
+            )
+        return rows
+
+
+def merge_results(
+    agent: AgentSpec, plan: EvalPlan, parts: Iterable[Mapping[str, Sequence[Episode]]]
+) -> EvalResult:
+    """Merge shard outputs into the result of the whole plan (validated for completeness)."""
+    parts = list(parts)
+    episodes = {
+        e.key: merge_shards([p.get(e.key, []) for p in parts], plan.episodes, plan.streams)
+        for e in plan.items
+    }
+    return EvalResult(agent, plan, episodes)
+
+
+def check_plan(agent: AgentSpec, plan: EvalPlan) -> None:
+    """Fail before any work (or any submission) on an item the agent cannot play."""
+    for entry in plan.items:
+        check_compatible(agent, entry.item)
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each array task of ``--executor slurm``."""
+
+    folder: Path
+    partition: str | None = None
+    time: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    account: str | None = None
+
+
+def evaluate(
+    agent: AgentSpec,
+    plan: EvalPlan,
+    shards: int = 1,
+    executor: str = "local",
+    slurm: SlurmOptions | None = None,
+    loaded: LoadedAgent | None = None,
+    progress: ProgressFn | None = None,
+) -> EvalResult:
+    """Evaluate ``agent`` on ``plan``, split into ``shards`` shards, and merge.
+
+    ``local`` plays the shards one after another in this process (the LLM is loaded once);
+    ``slurm`` submits them as one submitit array job and waits for it.
+
+    Raises:
+        EvalError: incompatible items, more shards than env streams, an unusable model, or a
+            failed submission (one-line messages).
+    """
+    check_plan(agent, plan)
+    if not 1 <= shards <= plan.streams:
+        raise EvalError(
+            f"--shards {shards}: must be between 1 and the number of env streams "
+            f"({plan.streams}; raise --num-envs for more shards)"
+        )
+    tasks = [ShardTask(agent, plan, s, shards) for s in range(shards)]
+    if executor == "local":
+        loaded = loaded if loaded is not None else load_agent(agent)
+        return merge_results(agent, plan, (run_shard(t, loaded, progress) for t in tasks))
+    if executor == "slurm":
+        if slurm is None:
+            raise EvalError("--executor slurm needs a job folder")
+        return merge_results(agent, plan, submit_slurm(tasks, slurm))
+    raise EvalError(f"unknown executor {executor!r}; expected 'local' or 'slurm'")
+
+
+def submit_slurm(
+    tasks: Sequence[ShardTask], options: SlurmOptions
+) -> list[dict[str, list[Episode]]]:
+    """Run ``tasks`` as a Slurm array job (one task per shard) and return their outputs.
+
+    submitit pickles each ShardTask to the shared job folder; array tasks load the agent
+    themselves. Resources follow glamhpc's launch rules (`glamhpc.launch.resources`).
+    """
+    from glamhpc.config import ConfigError, load_config
+    from glamhpc.launch.executors import LaunchError, make_executor, sbatch_errors
+    from glamhpc.launch.resources import apply_cli_options, job_name, resolve
+
+    try:
+        cfg = apply_cli_options(
+            load_config(None, []),
+            executor="slurm",
+            partition=options.partition,
+            time=options.time,
+            gpus_per_node=options.gpus_per_node,
+            cpus_per_task=options.cpus_per_task,
+            mem=options.mem,
+            account=options.account,
+        )
+        resources = resolve(cfg)
+        name = job_name("eval", tasks[0].agent.label)
+        executor = make_executor(resources, options.folder, name, array_parallelism=len(tasks))
+        with sbatch_errors():
+            jobs = executor.map_array(run_shard, list(tasks))
+    except (ConfigError, LaunchError) as exc:
+        raise EvalError(str(exc)) from None
+    print(f"submitted {len(jobs)} array tasks (job {jobs[0].job_id.split('_')[0]}); waiting")
+    try:
+        return [job.result() for job in jobs]
+    except Exception as exc:  # a task failure surfaces as submitit's FailedJobError
+        raise EvalError(
+            f"an evaluation array task failed ({type(exc).__name__}); its log is in "
+            f"{options.folder}"
+        ) from None
+
+
+def evaluate_distributed(
+    agent: AgentSpec, plan: EvalPlan, rank: int, world_size: int, progress: ProgressFn | None = None
+) -> EvalResult | None:
+    """Under torchrun: rank ``r`` plays shard ``r``; rank 0 gathers and returns the merged
+    result, the other ranks return None. The process group must be initialised."""
+    import torch.distributed as dist
+
+    check_plan(agent, plan)
+    if world_size > plan.streams:
+        raise EvalError(f"{world_size} ranks but only {plan.streams} env streams; raise --num-envs")
+    mine = run_shard(ShardTask(agent, plan, rank, world_size), progress=progress)
+    gathered: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    if rank != 0:
+        return None
+    assert gathered is not None
+    return merge_results(agent, plan, gathered)
