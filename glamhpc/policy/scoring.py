@@ -203,21 +203,10 @@ def naive_scores(
     lbl = labels.repeat(b, 1)
     tok = logp.gather(-1, lbl.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     scores = tok.masked_fill(lbl == _IGNORE, 0.0).sum(-1).view(b, k)
-    # The decoder's last hidden state, re-derived from the final block output through the final
-    # layer norm, so this reference does not rely on which tensor `decoder_hidden_states` ends with.
-    hidden = _decoder_position0(model, out)
+    # transformers 5 ends `decoder_hidden_states` with the decoder output AFTER the final layer
+    # norm (the same tensor the LM head reads); the gradient tests pin this down.
+    hidden = out.decoder_hidden_states[-1][:, 0]
     return ScoreOutput(scores, hidden.view(b, k, -1)[:, 0].float())
-
-
-def _decoder_position0(model: nn.Module, out: Any) -> torch.Tensor:
-    states = out.decoder_hidden_states
-    last = states[-1][:, 0]
-    decoder = model.get_decoder()
-    final_norm = getattr(decoder, "final_layer_norm", None)
-    if final_norm is not None and len(states) == len(decoder.block) + 1:
-        # HF returned [embeddings, block_1 .. block_n] outputs: the final norm is not applied yet.
-        last = final_norm(last)
-    return last
 
 
 def lamorel_scores(

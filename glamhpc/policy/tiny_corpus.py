@@ -148,7 +148,8 @@ def missions() -> list[str]:
     """The missions of every level family (spec section 5), all colour/object combinations."""
     out: list[str] = []
     descs = [f"{c} {o}" for c in COLORS for o in OBJECTS]
-    for desc in descs:
+    # Colour-less descriptors occur too ("go to the ball" when the colour is not needed).
+    for desc in [*descs, *OBJECTS]:
         for det in ("the", "a"):
             out.append(f"go to {det} {desc}")
             out.append(f"pick up {det} {desc}")
@@ -171,9 +172,10 @@ def missions() -> list[str]:
 def french_goals() -> list[str]:
     """Translated GoTo goals of the French prompt (`But de l'agent: aller à la balle rouge`)."""
     out: list[str] = []
-    for obj in OBJECTS:
-        for color in COLORS:
-            for det in ("la", "une"):
+    for obj in (*OBJECTS, "door"):
+        for det in ("la", "une"):
+            out.append(f"aller à {det} {OBJECTS_FR[obj]}")
+            for color in COLORS:
                 out.append(f"aller à {det} {OBJECTS_FR[obj]} {COLORS_FR[color]}")
     return out
 
