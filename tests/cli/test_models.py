@@ -20,7 +20,7 @@ def test_build_tiny_prints_the_cached_folder(tmp_path: Path) -> None:
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     info = runner.invoke(app, ["models", "info", "tiny-t5", "--cache", str(tmp_path)])
     assert info.exit_code == 0, info.output
-    assert "params: 1.4 M" in info.stdout and f"yes ({folder})" in info.stdout
+    assert "params: 0.4 M" in info.stdout and f"yes ({folder})" in info.stdout
 
 
 def test_info_flan_t5_without_files(tmp_path: Path) -> None:
