@@ -191,7 +191,8 @@ def default_group_keys(runs: Sequence[RunData]) -> list[str]:
     keys: set[str] = set()
     for run in runs:
         keys.update(k[len(SWEEP_TAG_PREFIX) :] for k in run.tags if k.startswith(SWEEP_TAG_PREFIX))
-    keys = {k for k in keys if "seed" not in k.lower()}
+    # `sweep.index` (set by glamhpc.launch.sweep) is unique per child: never a grouping key.
+    keys = {k for k in keys if "seed" not in k.lower() and k != "index"}
     return sorted(k for k in keys if len({group_value(r, k) for r in runs}) > 1)
 
 
@@ -353,6 +354,7 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120, layout="constrained")
     colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
     labels: list[str] = []
+    show_n = any(len(c) > 1 for c in groups.values())  # "(n=1)" on every line is only noise
     for i, (label, curves) in enumerate(groups.items()):
         curves = [c for c in curves if len(c[0])]
         if not curves:
@@ -360,8 +362,12 @@ def plot_curves(
         color = colors[i % len(colors)]
         x, mean, low, high = aggregate(curves, spread=spread, smooth=smooth)
         n = len(curves)
-        text = f"{label}  (n={n})" if n > 1 or len(groups) > 1 else label
+        text = f"{label}  (n={n})" if show_n else label
         marker = "o" if len(x) <= 12 else None
+        if smooth > 1:
+            # The raw mean stays visible, faint, so smoothing never hides a collapse.
+            raw_x, raw_mean, _, _ = aggregate(curves, spread=spread)
+            ax.plot(raw_x, raw_mean, color=color, lw=0.8, alpha=0.35)
         ax.plot(x, mean, color=color, lw=2.0, label=text, marker=marker, ms=4)
         if n > 1:
             ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
@@ -376,7 +382,7 @@ def plot_curves(
     band = "± std" if spread == "std" else "min-max"
     subtitle = f"mean over seeds, band: {band}" if any(len(c) > 1 for c in groups.values()) else ""
     if smooth > 1:
-        subtitle += f"{', ' if subtitle else ''}trailing mean over {smooth} points"
+        subtitle += f"{', ' if subtitle else ''}trailing mean over {smooth} points (faint: raw)"
     ax.set_title((title or pretty) + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
     if labels:
         if len(labels) <= 6:
@@ -447,6 +453,35 @@ def build_report(
                 f"report written to {out} but not logged to run {parent}: {short_error(exc)}"
             ) from None
     return ReportResult(png, md, csv_path, rows, labels, parent, experiment)
+
+
+def learning_curve_png(
+    run_id: str,
+    out: str | Path,
+    uri: str | None = None,
+    metric: str = DEFAULT_METRIC,
+    smooth: int | None = None,
+) -> Path:
+    """One run's ``metric`` vs frames from MLflow as a PNG (the Tracker draws the same picture
+    from its local journal at the end of training, without a server round trip)."""
+    resolved = resolve_uri(uri)
+    mlflow_client = client(resolved)
+    history = sorted(mlflow_client.get_metric_history(run_id, metric), key=lambda m: m.step)
+    if not history:
+        raise TrackingError(f"run {run_id} at {resolved} has no metric '{metric}'")
+    name = mlflow_client.get_run(run_id).info.run_name or run_id[:8]
+    steps = [m.step for m in history]
+    if smooth is None:
+        smooth = max(1, len(steps) // 25) if len(steps) > 50 else 1
+    path = Path(out)
+    plot_curves(
+        {name: [(steps, [m.value for m in history])]},
+        path,
+        metric=metric,
+        title=f"{name}: {metric.replace('_', ' ')} vs frames",
+        smooth=smooth,
+    )
+    return path
 
 
 def _safe_name(text: str) -> str:

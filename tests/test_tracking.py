@@ -209,3 +209,36 @@ def test_local_sweep_2x2_parent_and_children(tracking_env: Path, sqlite_uri: str
     assert parent_run.info.status == "FINISHED"
     assert parent_run.data.tags["glamhpc.sweep"] == "parent"
     assert parent_run.data.params["ppo.lr"] == "[0.0001, 0.001]"
+
+
+def test_register_ahead_then_start_continues(tracking_env: Path, sqlite_uri: str) -> None:
+    from glamhpc.tracking import register_run
+
+    run_dir = tracking_env / "runs" / "exp" / "queued"
+    run_id = register_run(run_dir, _config("seed=3"), "exp", sqlite_uri, None, {"q": "1"})
+    client = MlflowClient(sqlite_uri)
+    queued = client.get_run(run_id)
+    assert queued.info.status == "SCHEDULED" and queued.data.tags["glamhpc.job_state"] == "PENDING"
+    assert queued.data.params["seed"] == "3" and queued.info.run_name == "queued"
+    with Tracker.start(run_dir, _config("seed=3"), "exp", sqlite_uri, None, {}) as tracker:
+        assert tracker.resumed and tracker.run_id == run_id
+        tracker.log_metrics(_metrics(0), step=0)
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_system_metrics_are_sampled_by_the_sender(tracking_env: Path, sqlite_uri: str) -> None:
+    run_dir = tracking_env / "runs" / "exp" / "sys"
+    tracker = Tracker.start(
+        run_dir, _config("tracking.system_metrics=true", "tracking.system_metrics_interval_s=0.5"),
+        "exp", sqlite_uri, "sys", {},
+    )  # fmt: skip
+    for step in range(4):
+        tracker.log_metrics(_metrics(step), step=step)
+        time.sleep(0.4)
+    tracker.finish()
+    client = MlflowClient(sqlite_uri)
+    latest = client.get_run(tracker.run_id or "").data.metrics
+    assert 0 <= latest["system/cpu_utilization_percentage"] <= 100 * 64
+    assert latest["system/process_memory_rss_megabytes"] > 10
+    steps = _steps(client, tracker.run_id or "", "system/system_memory_usage_megabytes")
+    assert steps and len(steps) == len(set(steps))  # at most one sample per training step

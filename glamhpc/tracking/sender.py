@@ -210,6 +210,8 @@ class Sender:
         if self._reconcile:
             self._server_max = server_max_steps(self._client, self.run_id)
             self._reconcile = False
+            # Reachable again: say so now, not after a long backlog has been delivered.
+            self._succeeded()
         while True:
             records = read_records(self._journal_path, self.state.offset)
             if not records:

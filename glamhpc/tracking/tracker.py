@@ -170,6 +170,10 @@ class Tracker:
         self._sender = sender
         self._lock = lock
         self._finished = False
+        self.call_seconds = 0.0
+        """Wall time the calling (training) thread spent inside ``log_metrics`` so far."""
+        self.calls = 0
+        """Number of ``log_metrics`` calls (benchmarks/tracking_overhead.py reads both)."""
 
     # ------------------------------------------------------------------ start
     @classmethod
@@ -373,8 +377,11 @@ class Tracker:
         A key already logged at this step or a later one is skipped (resume dedupe), so log each
         key at most once per step.
         """
+        t0 = time.perf_counter()
         self._check_open()
         self._gate.log(metrics, step, _now_ms())
+        self.call_seconds += time.perf_counter() - t0
+        self.calls += 1
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         self.log_metrics({key: value}, step)
@@ -421,7 +428,9 @@ class Tracker:
             {self.run_dir.name: [(steps, values)]},
             out,
             metric=metric,
-            title=f"{self.run_dir.name}: {metric}",
+            title=f"{self.run_dir.name}: {metric.replace('_', ' ')} vs frames",
+            # Per-update success rates are noisy: a trailing mean over ~1/25 of the run.
+            smooth=max(1, len(steps) // 25) if len(steps) > 50 else 1,
         )
         self.log_artifact(out, artifact_path)
         return out
