@@ -50,8 +50,11 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # Clamp float noise at the boundaries (p = 0 or 1 gives exactly 0 / 1 analytically).
-    return max(0.0, center - half), min(1.0, center + half)
+    # At p = 0 (p = 1) the lower (upper) bound is exactly 0 (1) analytically; float rounding
+    # would give 1e-17 or 0.9999999999999999, which reads like a real bound in a table.
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
 
 
 @dataclass(frozen=True)

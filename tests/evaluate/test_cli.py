@@ -1,0 +1,154 @@
+"""`glamhpc eval` through Typer's CliRunner: a finished tiny run evaluated end to end (table,
+files, MLflow metrics and artifacts), determinism, sharding, zero-shot, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from glamhpc.cli import app
+
+from .conftest import TrainedRun
+
+runner = CliRunner()
+
+
+def _eval(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["eval", *args], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_eval_run_end_to_end_table_files_and_mlflow(trained_run: TrainedRun) -> None:
+    code, out, err = _eval(
+        "--run", trained_run.run_id, "--uri", trained_run.uri,
+        "--suite", "goto_local_n4", "--level", "GoToRedBallNoDists",
+        "--baseline", "random", "--episodes", "4", "--num-envs", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    for text in ("goto_local_n4", "GoToRedBallNoDists", "95% CI", "random", "tiny"):
+        assert text in out
+    folder = trained_run.run_dir / "eval" / "goto_local_n4+GoToRedBallNoDists-seed1"
+    rows = _rows(folder / "results.csv")
+    assert [(r["agent"], r["suite"], r["item"]) for r in rows] == [
+        ("tiny", "paper", "goto_local_n4"),
+        ("tiny", "level", "GoToRedBallNoDists"),
+        ("random", "paper", "goto_local_n4"),
+        ("random", "level", "GoToRedBallNoDists"),
+    ]
+    assert all(r["episodes"] == "4" for r in rows)
+    assert len(_rows(folder / "episodes.csv")) == 16
+    assert "| tiny | paper | goto_local_n4 |" in (folder / "results.md").read_text()
+
+    client = MlflowClient(trained_run.uri)
+    run = client.get_run(trained_run.run_id)
+    frames = json.loads((trained_run.run_dir / "model" / "glamhpc.json").read_text())["frames"]
+    for row in rows[:2]:
+        key = f"eval/{row['suite']}/{row['item']}/success_rate"
+        assert run.data.metrics[key] == float(row["success_rate"])
+        (point,) = client.get_metric_history(run.info.run_id, key)
+        assert point.step == frames  # eval metrics sit at the checkpoint's training frames
+    assert "eval/paper/goto_local_n4/ci95_high" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, f"eval/{folder.name}")}
+    assert f"eval/{folder.name}/results.csv" in artifacts
+    # The baseline went to a new run of the `eval` experiment, same metric names.
+    experiment = client.get_experiment_by_name("eval")
+    (baseline,) = client.search_runs([experiment.experiment_id])
+    assert baseline.info.status == "FINISHED"
+    assert baseline.data.metrics["eval/level/GoToRedBallNoDists/success_rate"] == float(
+        rows[3]["success_rate"]
+    )
+
+
+def test_checkpoint_eval_is_deterministic_and_shards_merge_exactly(
+    trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    common = ["--level", "GoToRedBallNoDists", "--episodes", "4", "--num-envs", "2", "--no-track"]
+    run_dir, model_dir = str(trained_run.run_dir), str(trained_run.run_dir / "model")
+    tables = []
+    for name, source, extra in (
+        ("a", run_dir, []),
+        ("b", run_dir, []),
+        ("c", model_dir, ["--shards", "2"]),
+    ):
+        code, _, err = _eval("--checkpoint", source, *common, *extra, "--out", str(tmp_path / name))
+        assert code == 0, err
+        folder = tmp_path / name / "GoToRedBallNoDists-seed1"
+        tables.append(((folder / "results.csv").read_text(), (folder / "episodes.csv").read_text()))
+    assert tables[0] == tables[1] == tables[2]
+
+
+def test_zero_shot_model(tmp_path: Path) -> None:
+    code, out, err = _eval(
+        "--model", "tiny-t5", "--level", "GoToRedBallNoDists", "--episodes", "2",
+        "--num-envs", "2", "--greedy", "--no-track", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "zero-shot:tiny-t5" in out
+    assert (tmp_path / "GoToRedBallNoDists-seed1-greedy" / "results.csv").is_file()
+
+
+@pytest.fixture
+def restricted_checkpoint(trained_run: TrainedRun, tmp_path: Path) -> Path:
+    """The trained model relabelled as trained on the 3 restricted actions."""
+    folder = tmp_path / "restricted"
+    shutil.copytree(trained_run.run_dir / "model", folder)
+    meta = json.loads((folder / "glamhpc.json").read_text())
+    meta.update(action_space="restricted", action_texts=meta["action_texts"][:3])
+    (folder / "glamhpc.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_bad_input_is_one_line_exit_2(
+    trained_run: TrainedRun, restricted_checkpoint: Path, tmp_path: Path
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("name: x\n")
+    cheap = ["--episodes", "2", "--num-envs", "2", "--no-track", "--out", str(tmp_path / "o")]
+    cases = [
+        (["--baseline", "random", "--suite", "nope"], "unknown suite 'nope'"),
+        (["--baseline", "random", "--level", "GoToNowhere"], "unknown level 'GoToNowhere'"),
+        (["--checkpoint", str(tmp_path / "missing")], "does not exist"),
+        (["--checkpoint", str(unfinished)], "has not finished training"),
+        (
+            ["--checkpoint", str(restricted_checkpoint), "--suite", "no_modification"],
+            "trained on the 'restricted' action space (3 candidates) but suite item "
+            "'no_modification' uses 'standard' (6 candidates)",
+        ),
+        (["--run", "0123456789abcdef", "--uri", trained_run.uri], "no MLflow run"),
+        (["--model", "tiny-t5", "--checkpoint", str(unfinished)], "give one of --run"),
+        ([], "nothing to evaluate"),
+        (["--baseline", "robot"], "unknown baseline 'robot'"),
+        (["--baseline", "random", "--level", "GoToLocal", "--seed", "0"], "seed must be >= 1"),
+        (["--baseline", "random", "--level", "GoToLocal", "--shards", "3"], "--shards 3"),
+        (["--model", "google/flan-t5-xl", "--level", "GoToLocal"], "is not available"),
+        (["--baseline", "random", "--level", "GoToLocal", "--executor", "pbs"], "--executor"),
+    ]
+    for args, message in cases:
+        code, _, err = _eval(*args, *cheap)
+        assert code == 2, (args, err)
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
+        assert message in lines[0], (args, lines[0])
+
+
+def test_slurm_executor_without_sbatch_is_a_one_line_error(tmp_path: Path) -> None:
+    code, _, err = _eval(
+        "--baseline", "random", "--level", "GoToLocal", "--episodes", "2", "--num-envs", "2",
+        "--executor", "slurm", "--no-track", "--out", str(tmp_path),
+        env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert code == 2 and "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1

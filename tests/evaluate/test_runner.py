@@ -1,0 +1,210 @@
+"""Evaluation on real environments: the bot and random baselines, the prompts each suite item
+shows the policy, action-space compatibility, sharded == unsharded, and item resolution."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from glamhpc.envs.levels import TASK_KINDS
+from glamhpc.envs.suites import PAPER_SUITE, SuiteItem
+from glamhpc.evaluate.agents import (
+    AgentSpec,
+    EvalError,
+    LoadedAgent,
+    baseline_spec,
+    check_compatible,
+)
+from glamhpc.evaluate.runner import (
+    EvalPlan,
+    ShardTask,
+    evaluate,
+    level_item,
+    resolve_items,
+    run_shard,
+)
+
+# Spec section 7, written out here independently of glamhpc.envs.suites.
+SPEC_WORDS = {
+    "other_nouns": {"key": "chair", "ball": "table", "box": "car"},
+    "adjective_synonyms": {
+        "red": "vermilion",
+        "green": "jade",
+        "blue": "cyan",
+        "purple": "violet",
+        "yellow": "golden",
+        "grey": "silver",
+    },
+    "invented_nouns": {"key": "dax", "ball": "xolo", "box": "afze"},
+    "invented_adjectives": {
+        "red": "faze",
+        "green": "jatu",
+        "blue": "croh",
+        "purple": "vurst",
+        "yellow": "gakul",
+        "grey": "sil",
+    },
+}
+SPEC_WORDS["invented_both"] = {**SPEC_WORDS["invented_nouns"], **SPEC_WORDS["invented_adjectives"]}
+SPEC_GOALS = {"goal_rephrase_1": "I would like the agent to", "goal_rephrase_2": "You have to"}
+
+
+def _spec_prompt(name: str, prompt: str) -> str:
+    """What spec section 7 says the policy sees for item ``name``."""
+    if name in SPEC_WORDS:
+        table = SPEC_WORDS[name]
+        return re.sub(r"\b[a-z]+\b", lambda m: table.get(m.group(0), m.group(0)), prompt)
+    if name in SPEC_GOALS:
+        return prompt.replace("Goal of the agent", SPEC_GOALS[name])
+    return prompt
+
+
+def _plan(
+    items: Sequence[str], episodes: int, num_envs: int, levels: Sequence[str] = ()
+) -> EvalPlan:
+    return EvalPlan(tuple(resolve_items(items, levels)), episodes, num_envs, seed=1)
+
+
+@dataclass
+class _Recorder:
+    """An EnvAgent recording (prompt the env built, prompt the policy was shown); uniform."""
+
+    texts: list[str]
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def begin(self, envs: Any) -> None:
+        pass
+
+    def logprobs(self, envs: Any, active: list[int], prompts: list[str]) -> np.ndarray:
+        built = envs.prompts()
+        self.pairs += [(built[i], shown) for i, shown in zip(active, prompts, strict=True)]
+        return np.zeros((len(active), len(self.texts)))
+
+    def after_step(self, actions: Sequence[int], step: Any) -> None:
+        pass
+
+
+@dataclass
+class _RecordingAgent(LoadedAgent):
+    recorders: dict[str, _Recorder] = field(default_factory=dict)
+
+    def policy_for(self, texts: Sequence[str], item: SuiteItem) -> Any:
+        self.recorders[item.name] = _Recorder(list(texts))
+        return self.recorders[item.name]
+
+
+def test_each_item_shows_the_policy_the_spec_prompt() -> None:
+    names = [i.name for i in PAPER_SUITE if "Mixed" in i.level or i.name == "french"]
+    agent = _RecordingAgent(AgentSpec(kind="glam", label="recorder"))
+    run_shard(ShardTask(agent.spec, _plan(names, episodes=2, num_envs=2)), agent)
+    assert set(agent.recorders) == set(names)
+    for name, rec in agent.recorders.items():
+        assert rec.pairs, name
+        for built, shown in rec.pairs:
+            assert shown == _spec_prompt(name, built), name
+        if name in SPEC_WORDS or name in SPEC_GOALS:
+            # Every mission names an object or the goal line: each prompt really changed.
+            assert sum(b != s for b, s in rec.pairs) >= len(rec.pairs) // 2, name
+    goal = agent.recorders["goal_rephrase_2"].pairs[0][1]
+    assert " \n You have to: " in goal and "Goal of the agent" not in goal
+    synonyms = agent.recorders["synonym_actions"]
+    assert synonyms.texts == [
+        "rotate left",
+        "rotate right",
+        "move ahead",
+        "take",
+        "release",
+        "switch",
+    ]
+    assert synonyms.pairs[0][1].startswith(
+        "Possible action of the agent: rotate left, rotate right, move ahead, take, release, "
+        "switch \n Goal of the agent: "
+    )
+    french = agent.recorders["french"]
+    assert french.texts[:3] == ["tourner à gauche", "tourner à droite", "aller tout droit"]
+    assert french.pairs[0][1].startswith("Actions possibles pour l'agent: tourner à gauche, ")
+    assert " \n But de l'agent: aller à " in french.pairs[0][1]
+    shown = " ".join(s for _, s in agent.recorders["invented_both"].pairs)
+    assert re.search(r"\b(dax|xolo|afze)\b", shown) and not re.search(r"\b(key|ball|box)\b", shown)
+
+
+def test_bot_solves_goto_local_and_every_mixed_task_kind() -> None:
+    plan = EvalPlan(
+        tuple(resolve_items([], ["GoToLocal", "MixedTrainLocal", "MixedTestLocal"])),
+        episodes=120,
+        num_envs=10,
+        seed=1,
+    )
+    result = evaluate(baseline_spec("bot"), plan)
+    for row in result.rows():
+        assert row.episodes == 120 and row.success_rate >= 0.95, row
+    for item in ("MixedTrainLocal", "MixedTestLocal"):
+        kinds = {k.task_kind: k for k in result.kinds() if k.item == item}
+        assert set(kinds) == set(TASK_KINDS), item
+        for kind in kinds.values():
+            # ~24 episodes per kind; the bot is an upper bound, failures would be bugs.
+            assert kind.episodes >= 12 and kind.success_rate >= 0.95, kind
+
+
+def test_random_agent_success_is_in_its_expected_range() -> None:
+    result = evaluate(baseline_spec("random"), _plan([], 200, 16, ["GoToRedBallNoDists"]))
+    (row,) = result.rows()
+    # Calibration (GLAM_ALGORITHM.md): ~0.25; the Wilson half-width at n=200 is ~0.06.
+    assert 0.14 <= row.success_rate <= 0.38, row
+    assert row.ci95_low < row.success_rate < row.ci95_high
+    assert 0 < row.mean_return < row.success_rate  # a success earns 1 - 0.9 t/T < 1
+
+
+def test_sharded_evaluation_equals_the_unsharded_one() -> None:
+    plan = _plan(["other_nouns"], 9, 6, ["GoToLocalS8N4"])
+    for spec in (baseline_spec("random"), baseline_spec("bot")):
+        whole = evaluate(spec, plan)
+        assert evaluate(spec, plan, shards=4).episodes == whole.episodes
+        assert evaluate(spec, plan).rows() == whole.rows()  # same seed, same table
+    # Another seed is another set of episodes (the bot is deterministic given the layout).
+    other = EvalPlan(plan.items, plan.episodes, plan.num_envs, seed=2)
+    assert evaluate(baseline_spec("bot"), other).episodes != whole.episodes
+
+
+def test_checkpoint_action_space_must_match_the_item() -> None:
+    items = {i.name: i for i in PAPER_SUITE}
+    restricted = AgentSpec(kind="glam", label="r", trained_action_space="restricted")
+    with pytest.raises(EvalError, match="trained on the 'restricted' action space"):
+        check_compatible(restricted, items["no_modification"])
+    standard = AgentSpec(kind="glam", label="s", trained_action_space="standard")
+    for name in ("no_modification", "synonym_actions", "french", "goto_local_n16"):
+        check_compatible(standard, items[name])
+    # The French item uses the standard space in French: fine for a synonyms-trained model
+    # (same minigrid actions); its own space has no French words.
+    synonyms = AgentSpec(kind="glam", label="y", trained_action_space="synonyms")
+    check_compatible(synonyms, items["french"])
+    with pytest.raises(EvalError, match="no French words"):
+        check_compatible(synonyms, level_item("GoToFrench", "synonyms"))
+    with pytest.raises(EvalError, match="--shards 7"):
+        evaluate(baseline_spec("random"), _plan([], 4, 4, ["GoToLocal"]), shards=7)
+
+
+def test_resolve_items() -> None:
+    paper = resolve_items(["paper"], [])
+    assert [e.item for e in paper] == list(PAPER_SUITE)
+    assert {e.suite for e in paper} == {"paper"}
+    # Group or item name: the namespace is the item's first suite, so metric keys are stable.
+    assert resolve_items(["compositions"], [])[0].key == "paper/pickup_seq_pickup"
+    both = resolve_items(["paper", "distractors", "french"], ["GoToLocal", "BabyAI-GoToLocal-v0"])
+    assert len(both) == len(PAPER_SUITE) + 1 and both[-1].key == "level/GoToLocal"
+    french = resolve_items([], ["GoToFrench"], action_space="restricted")[0].item
+    assert (french.language, french.action_space) == ("french", "restricted")
+    assert resolve_items([], [], default_level="GoToRedBallNoDists")[0].key == (
+        "level/GoToRedBallNoDists"
+    )
+    with pytest.raises(EvalError, match="unknown suite 'nope'"):
+        resolve_items(["nope"], [])
+    with pytest.raises(EvalError, match="unknown level 'GoToNowhere'"):
+        resolve_items([], ["GoToNowhere"])
+    with pytest.raises(EvalError, match="nothing to evaluate"):
+        resolve_items([], [])

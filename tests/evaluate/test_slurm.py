@@ -1,0 +1,34 @@
+"""`glamhpc eval --executor slurm` on the real local Slurm cluster: the array job's merged
+shards equal the local unsharded evaluation (skips without a cluster, like tests/slurm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from glamhpc.cli import app
+from tests.slurm.conftest import slurm_cluster  # noqa: F401  (the fixture, by import)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def test_slurm_array_shards_equal_the_local_run(tmp_path: Path) -> None:
+    common = ["eval", "--baseline", "random", "--baseline", "bot", "--suite", "other_nouns"]
+    common += ["--level", "GoToRedBallNoDists", "--episodes", "6", "--num-envs", "4", "--no-track"]
+    runner = CliRunner()
+    local = runner.invoke(app, [*common, "--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    slurm = runner.invoke(
+        app, [*common, "--executor", "slurm", "--shards", "2", "--out", str(tmp_path / "slurm")]
+    )
+    assert slurm.exit_code == 0, slurm.output
+    assert "submitted 2 array tasks" in slurm.stdout
+    tag = "other_nouns+GoToRedBallNoDists-seed1"
+    for name in ("results.csv", "episodes.csv"):
+        assert (tmp_path / "slurm" / tag / name).read_text() == (
+            tmp_path / "local" / tag / name
+        ).read_text()
+    # One log per array task, written by submitit into the output folder.
+    assert len(list((tmp_path / "slurm" / "slurm").glob("*_log.out"))) == 4
