@@ -54,4 +54,10 @@ for _area in _AREAS:
 
 
 def main() -> None:
+    import os
+
+    # MLflow's store set-up logs at INFO on every start and transformers draws a bar for every
+    # save; users need their warnings only (an explicit setting by the user wins).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -38,7 +39,43 @@ def train(
     except ConfigError as exc:
         fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"run directory: {run_dir}")
+        _summary(run_dir)
+
+
+def _summary(run_dir: Path) -> None:
+    """A table of the learning curve (about ten rows) and where to look next."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from glamhpc.checkpoint import Checkpointer, read_global_state
+
+    console = Console()
+    latest = Checkpointer(run_dir / "checkpoints").find_latest()
+    history = read_global_state(latest).get("history", []) if latest else []
+    if history:
+        table = Table(
+            "update", "frames", "success", "return", "entropy", "steps/s", title="learning curve"
+        )
+        stride = max(1, len(history) // 10)
+        rows = (
+            history[::stride]
+            if history[-1] is history[::stride][-1]
+            else [*history[::stride], history[-1]]
+        )
+        for h in rows:
+            success = h.get("success_rate")
+            table.add_row(
+                f"{h['update']:.0f}",
+                f"{h['frames']:,}",
+                "-" if success is None else f"{success:.2f}",
+                f"{h.get('return_mean', float('nan')):.2f}",
+                f"{h['entropy']:.3f}",
+                f"{h['env_steps_per_s']:.0f}",
+            )
+        console.print(table)
+    console.print(f"run directory: {run_dir}")
+    state = "finished" if (run_dir / "DONE").exists() else "stopped (resume with the same command)"
+    console.print(f"state: {state}; compare runs with `glamhpc runs` or `mlflow ui`")
 
 
 @app.command("config")
