@@ -17,9 +17,9 @@ from glamhpc.config import Config, ConfigError, LaunchConfig
 #: a user's other jobs are never listed or touched.
 JOB_NAME_PREFIX = "glamhpc"
 
-#: submitit needs a number of minutes even when the user sets no limit (it decides "timed out"
-#: vs "preempted" from it); with no limit the #SBATCH --time line is dropped and the partition's
-#: default applies, and this stand-in only means "the limit is not known here".
+#: submitit needs a number of minutes even when the user sets no limit: its local controller
+#: kills jobs at that age, and its signal handler computes "timed out" from it. With no limit
+#: this stand-in means "not known here" (Slurm gets no --time; the partition default applies).
 UNKNOWN_TIME_MIN = 60 * 24 * 365
 
 _TIME_PATTERNS = (
@@ -185,7 +185,8 @@ def slurm_parameters(res: Resources, job_name: str) -> dict[str, Any]:
         "nodes": res.nodes,
         "ntasks_per_node": 1,
         "cpus_per_task": res.cpus_per_task,
-        "time": res.time_min if res.time_min is not None else UNKNOWN_TIME_MIN,
+        # None: submitit writes no --time line and the partition's default limit applies.
+        "time": res.time_min,
         "signal_delay_s": res.signal_delay_s,
         # One log per node task with stdout and stderr interleaved in order: what a user reads.
         "stderr_to_stdout": True,

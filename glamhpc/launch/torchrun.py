@@ -34,7 +34,7 @@ from typing import Any
 
 import submitit
 
-from glamhpc.launch.resources import Resources
+from glamhpc.launch.resources import UNKNOWN_TIME_MIN, Resources
 
 #: Markers the trainer writes into the run directory (glamhpc.rl.trainer).
 DONE_MARKER = "DONE"
@@ -265,6 +265,7 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         # torchrun would create it too, but a container bind needs the folder beforehand.
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
         argv = self.node_argv(spec, env)
+        self._known_time_limit()
         self._watch_signals()
         _log(
             f"node {env.node + 1}/{env.num_nodes} on {host}, attempt {spec.requeues + 1}: "
@@ -328,6 +329,19 @@ class TorchrunJob(submitit.helpers.Checkpointable):
             time.sleep(0.5)
         _log("neither requeued nor killed: giving up; resubmit the same run name to resume")
         return self._outcome("stopped", spec, env)
+
+    @staticmethod
+    def _known_time_limit() -> None:
+        """Give submitit's signal handler a number where no --time was set.
+
+        Without --time, submitit records the job's limit as None and its USR2 handler would fail
+        computing "timed out?" from it (so no checkpoint, no requeue). Any large value works:
+        the requeue bound that matters is launch.max_requeues, counted in `checkpoint`.
+        """
+        handler = signal.getsignal(signal.SIGUSR2)
+        delayed = getattr(getattr(handler, "__self__", None), "_delayed", None)
+        if delayed is not None and getattr(delayed, "_timeout_min", 0) is None:
+            delayed._timeout_min = UNKNOWN_TIME_MIN
 
     def _watch_signals(self) -> None:
         """Remember which signal arrived, then run the handler that was there (submitit's)."""

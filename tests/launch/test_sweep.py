@@ -1,0 +1,103 @@
+"""Sweep files: parsing, expansion order, per-element configs, validation before submission."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from glamhpc.config import ConfigError
+from glamhpc.launch.sweep import Element, SweepSpec, expand, load_sweep, plan_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_x_zip_x_seeds_in_file_order() -> None:
+    spec = SweepSpec(
+        name="s",
+        grid={"ppo.lr": [1, 2], "ppo.epochs": [3, 4]},
+        zipped={"a.x": [5, 6], "a.y": [7, 8]},
+        seeds=[10, 11],
+    )
+    elements = expand(spec)
+    assert len(elements) == 2 * 2 * 2 * 2
+    assert [e.index for e in elements] == list(range(16))
+    assert elements[0].values == {"ppo.lr": 1, "ppo.epochs": 3, "a.x": 5, "a.y": 7, "seed": 10}
+    assert elements[1].values["seed"] == 11  # seeds vary fastest
+    assert elements[2].values["a.x"] == 6 and elements[2].values["a.y"] == 8  # zip rows together
+    assert elements[-1].values == {"ppo.lr": 2, "ppo.epochs": 4, "a.x": 6, "a.y": 8, "seed": 11}
+
+
+def test_empty_sweep_is_one_base_run() -> None:
+    assert expand(SweepSpec(name="s")) == [Element(0, {})]
+
+
+def test_example_sweep_is_2x2(tmp_path: Path) -> None:
+    spec = load_sweep(REPO / "configs" / "sweeps" / "example-2x2.yaml")
+    plan = plan_sweep(spec, workdir=tmp_path)
+    assert len(plan.elements) == 4 and plan.max_parallel == 4
+    assert [c.seed for c in plan.configs] == [1, 2, 1, 2]
+    assert sorted({c.ppo.lr for c in plan.configs}) == [1e-4, 5e-4]
+    assert {c.train.max_updates for c in plan.configs} == {20}
+    names = [r.run_name for r in plan.run_specs]
+    assert names == [f"example-2x2-{i:03d}" for i in range(4)]
+    assert all(Path(r.config_path).parent == plan.folder / "configs" for r in plan.run_specs)
+    assert not plan.folder.exists()  # planning writes nothing
+
+
+def test_max_parallel_precedence(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: s\ngrid: {ppo.lr: [1.0e-4, 2.0e-4, 3.0e-4]}\nmax_parallel: 2\n")
+    spec = load_sweep(path)
+    assert plan_sweep(spec, workdir=tmp_path).max_parallel == 2
+    assert plan_sweep(spec, max_parallel=1, workdir=tmp_path).max_parallel == 1
+    assert plan_sweep(spec, max_parallel=50, workdir=tmp_path).max_parallel == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: s\ngird: {a: [1]}\n", "unknown key"),
+        ("name: s\nzip: {a.x: [1, 2], a.y: [1]}\n", "same length"),
+        ("name: s\ngrid: {ppo.lr: []}\n", "non-empty list"),
+        ("name: s\ngrid: {ppo.lr: 1}\n", "non-empty list"),
+        ("name: s\nseeds: [1, x]\n", "seeds"),
+        ("name: s\ngrid: {seed: [1]}\nseeds: [2]\n", "set twice"),
+        ("name: s\nbase: nowhere.yaml\n", "base config not found"),
+        ("name: s\nset: env.num_envs=2\n", "list of KEY=VALUE"),
+        ("name: 'a b'\n", "bad run name"),
+        ("name: s\nmax_parallel: 0\n", "max_parallel"),
+    ],
+)
+def test_bad_sweep_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: s\ngrid: {launch.nodes: [1, 2]}\n", "cannot vary launch"),
+        ("name: s\ngrid: {tracking.experiment: [a, b]}\n", "experiment"),
+        ("name: s\ngrid: {ppo.lr: [-1.0]}\n", r"element 0 \(ppo.lr=-1.0\)"),
+        ("name: s\ngrid: {ppo.bogus: [1]}\n", "unknown key"),
+    ],
+)
+def test_every_element_is_validated_before_submission(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_sweep(load_sweep(_write(tmp_path, text)), workdir=tmp_path)
+
+
+def test_sweep_takes_cli_resources(tmp_path: Path) -> None:
+    spec = load_sweep(_write(tmp_path, "name: s\nseeds: [1, 2]\n"))
+    plan = plan_sweep(spec, workdir=tmp_path, executor="slurm", time="30", partition="p")
+    assert (plan.resources.executor, plan.resources.time_min) == ("slurm", 30)
+    assert plan.resources.partition == "p"
+    assert plan.job_name == "glamhpc-sweep:s"
