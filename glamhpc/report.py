@@ -164,9 +164,12 @@ def load_histories(mlflow_client: Any, runs: list[RunData], metric: str) -> list
         if metric not in run.latest:
             continue
         history = sorted(mlflow_client.get_metric_history(run.run_id, metric), key=lambda m: m.step)
+        # NaN (an update without finished episodes) would poison the mean over seeds.
+        history = [m for m in history if not math.isnan(m.value)]
         run.steps = [int(m.step) for m in history]
         run.values = [float(m.value) for m in history]
-        out.append(run)
+        if run.steps:
+            out.append(run)
     return out
 
 

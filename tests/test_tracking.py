@@ -242,3 +242,35 @@ def test_system_metrics_are_sampled_by_the_sender(tracking_env: Path, sqlite_uri
     assert latest["system/process_memory_rss_megabytes"] > 10
     steps = _steps(client, tracker.run_id or "", "system/system_memory_usage_megabytes")
     assert steps and len(steps) == len(set(steps))  # at most one sample per training step
+
+
+def test_crashed_process_closes_its_run_as_failed(tracking_env: Path, sqlite_uri: str) -> None:
+    """A trainer that dies on an exception never calls finish(): the exit hook does."""
+    import subprocess
+    import sys
+
+    run_dir = tracking_env / "runs" / "exp" / "crash"
+    script = (
+        "from glamhpc.tracking import Tracker\n"
+        f"t = Tracker.start({str(run_dir)!r}, {{'seed': 1}}, 'exp', {sqlite_uri!r}, None, {{}})\n"
+        "for s in range(5): t.log_metrics({'loss': s}, step=s)\n"
+        "raise RuntimeError('boom')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 1 and "boom" in done.stderr
+    client = MlflowClient(sqlite_uri)
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert client.get_run(run_id).info.status == "FAILED"
+    assert _steps(client, run_id, "loss") == [0, 1, 2, 3, 4]
+
+
+def test_second_start_in_one_process_closes_the_abandoned_tracker(
+    tracking_env: Path, sqlite_uri: str
+) -> None:
+    run_dir = tracking_env / "runs" / "exp" / "again"
+    first = Tracker.start(run_dir, _config(), "exp", sqlite_uri, None, {})
+    first.log_metrics(_metrics(0), step=0)  # ... then the trainer raised, no finish()
+    with Tracker.start(run_dir, _config(), "exp", sqlite_uri, None, {}) as second:
+        assert second.run_id == first.run_id
+        second.log_metrics(_metrics(1), step=1)
+    assert _steps(MlflowClient(sqlite_uri), second.run_id or "", "policy_loss") == [0, 1]

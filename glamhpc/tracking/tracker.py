@@ -14,9 +14,11 @@ the server are the case ``offline_ok`` exists for. Outages AFTER start never sto
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -145,6 +147,34 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Trackers of this process that are not finished yet, by run directory. A second start on the
+# same directory in one process (a test, a notebook, a trainer retried after an exception) first
+# closes the abandoned one instead of failing on the directory lock; at interpreter exit an
+# unfinished tracker is closed as FAILED so that a crashed run does not stay RUNNING forever.
+_ACTIVE: dict[Path, Tracker] = {}
+_ACTIVE_LOCK = threading.Lock()
+EXIT_FLUSH_S = 10.0
+"""At interpreter exit, seconds an unfinished tracker still waits for delivery."""
+
+
+def _close_abandoned(root: Path) -> None:
+    with _ACTIVE_LOCK:
+        old = _ACTIVE.pop(root, None)
+    if old is not None and not old._finished:
+        log.warning("closing the unfinished tracker of %s (started again in this process)", root)
+        old.finish("FAILED", timeout_s=min(old.flush_timeout_s, EXIT_FLUSH_S))
+
+
+@atexit.register
+def _finish_all_at_exit() -> None:
+    with _ACTIVE_LOCK:
+        left = list(_ACTIVE.values())
+        _ACTIVE.clear()
+    for tracker in left:
+        if not tracker._finished:
+            tracker.finish("FAILED", timeout_s=min(tracker.flush_timeout_s, EXIT_FLUSH_S))
+
+
 class Tracker:
     """Rank 0's MLflow run. Create with ``Tracker.start``; use as a context manager or call
     ``finish``. All logging methods are cheap and never raise because of the server."""
@@ -214,15 +244,19 @@ class Tracker:
         (root / "logs").mkdir(parents=True, exist_ok=True)
         resolved = resolve_uri(uri)
         apply_http_defaults()
+        _close_abandoned(root)
         lock = RunDirLock(root).acquire()
         try:
-            return cls._start_locked(
+            tracker = cls._start_locked(
                 root, dict(config), experiment, resolved, run_name, tags or {}, parent_run_id,
                 opts, lock,
             )  # fmt: skip
         except BaseException:
             lock.release()
             raise
+        with _ACTIVE_LOCK:
+            _ACTIVE[root] = tracker
+        return tracker
 
     @classmethod
     def _start_locked(
@@ -474,6 +508,9 @@ class Tracker:
         finally:
             self._journal.close()
             self._lock.release()
+            with _ACTIVE_LOCK:
+                if _ACTIVE.get(self.run_dir) is self:
+                    del _ACTIVE[self.run_dir]
 
     def _timeout(self, timeout_s: float | None) -> float:
         return self.flush_timeout_s if timeout_s is None else float(timeout_s)
@@ -559,6 +596,11 @@ def sync_run_dir(
         raise TrackingError(
             f"{root} has no tracking journal ({JOURNAL}); pass a run directory "
             f"(runs/<experiment>/<run-name>) of a run started with tracking enabled"
+        )
+    if read_run_id(root) is None and not (root / PENDING_RUN).is_file():
+        raise TrackingError(
+            f"{root} has a journal but neither {RUN_ID_FILE} nor {PENDING_RUN}: it cannot be "
+            f"matched to an MLflow run"
         )
     state = _read_json(root / STATE)
     resolved = resolve_uri(uri or state.get("uri"))
