@@ -71,6 +71,8 @@ class Sender:
     """At most one ack-file write (with a journal fsync before it) per this many seconds."""
     fsync_interval_s = 5.0
     """During an outage the journal is still fsynced this often (nothing else would)."""
+    artifact_attempts = 4
+    """Uploads of one artifact tried this often while the server answers, then skipped."""
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.delivered_records = 0
+        self._artifact_failures = 0
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -311,14 +314,7 @@ class Sender:
         if "tags" in record:
             log_tags(self._client, self.run_id, record["tags"])
         elif "artifact" in record:
-            path = Path(record["artifact"])
-            dest = record.get("dest")
-            if path.is_dir():
-                self._client.log_artifacts(self.run_id, str(path), dest)
-            elif path.is_file():
-                self._client.log_artifact(self.run_id, str(path), dest)
-            else:
-                log.warning("artifact %s no longer exists; not uploaded", path)
+            self._upload(Path(record["artifact"]), record.get("dest"))
         elif "status" in record:
             status = str(record["status"])
             if status == "RUNNING":
@@ -326,6 +322,30 @@ class Sender:
             else:
                 self._client.set_terminated(self.run_id, status=status, end_time=record.get("t"))
         # Unknown or corrupt ({}) records are skipped so they never block delivery.
+
+    def _upload(self, path: Path, dest: str | None) -> None:
+        if not path.exists():
+            log.warning("artifact %s no longer exists; not uploaded", path)
+            return
+        try:
+            if path.is_dir():
+                self._client.log_artifacts(self.run_id, str(path), dest)
+            else:
+                self._client.log_artifact(self.run_id, str(path), dest)
+        except Exception as exc:
+            # Each attempt starts with a get_run that succeeded, so the server is up: an upload
+            # that keeps failing (permissions, quota, a file too large for a proxy) must not hold
+            # back every metric behind it forever.
+            self._artifact_failures += 1
+            if self._artifact_failures < self.artifact_attempts:
+                raise
+            log.warning(
+                "giving up on uploading %s after %d attempts: %s",
+                path,
+                self._artifact_failures,
+                short_error(exc),
+            )
+        self._artifact_failures = 0
 
     def _advance(self, offset: int) -> None:
         if offset > self.state.offset:
