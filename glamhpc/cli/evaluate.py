@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ def _eval(args: _Args) -> None:
 
     from glamhpc.evaluate import agents, report, runner
     from glamhpc.evaluate.agents import EvalError
-    from glamhpc.tracking.uri import TrackingError, resolve_uri
+    from glamhpc.tracking.uri import TrackingError, probe, resolve_uri
 
     sources = [k for k in ("run", "checkpoint", "model") if getattr(args, k) is not None]
     if len(sources) > 1:
@@ -181,6 +181,11 @@ def _eval(args: _Args) -> None:
     if args.history is not None and not 1 <= args.history <= 9:
         raise EvalError("--history must be between 1 and 9")
     uri = resolve_uri(args.uri) if (args.run or args.track) else ""
+    if args.track:
+        try:  # fail now, not after hours of episodes
+            probe(uri)
+        except TrackingError as exc:
+            raise EvalError(str(exc)) from None
     options = {"device": args.device, "dtype": args.dtype}
     overrides = {"history": args.history, "scoring": args.scoring}
 
@@ -259,11 +264,9 @@ def _eval(args: _Args) -> None:
         "greedy": plan.greedy,
     }
     for result in results:
+        agent_params = {**params, "agent": result.agent.label, "source": result.agent.source}
         try:
-            run_id = report.log_to_mlflow(
-                result, files, uri, tag, {**params, "agent": result.agent.label,
-                                          "source": result.agent.source}
-            )  # fmt: skip
+            run_id = report.log_to_mlflow(result, files, uri, tag, agent_params)
         except TrackingError as exc:
             raise EvalError(str(exc)) from None
         where = "into run" if result.agent.run_id else "new eval run"
@@ -277,5 +280,7 @@ def _distributed(runner: Any, spec: Any, plan: Any, rank: int, world: int, bar: 
     from glamhpc.config import DistConfig
     from glamhpc.distributed import init_distributed
 
-    init_distributed(DistConfig(), spec.device)
-    return runner.evaluate_distributed(spec, plan, rank, world, progress=bar)
+    ctx = init_distributed(DistConfig(), spec.device)
+    # Each rank scores on its own GPU (LOCAL_RANK), not on the first one "auto" would pick.
+    local = replace(spec, device=str(ctx.device))
+    return runner.evaluate_distributed(local, plan, rank, world, progress=bar)

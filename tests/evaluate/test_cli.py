@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,24 @@ def test_slurm_executor_without_sbatch_is_a_one_line_error(tmp_path: Path) -> No
         env={"PATH": str(tmp_path)},
     )  # fmt: skip
     assert code == 2 and "sbatch is not on PATH" in err and len(err.strip().splitlines()) == 1
+
+
+def test_torchrun_ranks_split_and_merge_like_one_process(tmp_path: Path) -> None:
+    args = ["eval", "--baseline", "random", "--suite", "other_nouns", "--level", "GoToLocal"]
+    args += ["--episodes", "6", "--num-envs", "4", "--no-track"]
+    code, _, err = _eval(*args[1:], "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "glamhpc", *args,
+         "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("glamhpc eval (") == 1  # only rank 0 reports
+    tag = "other_nouns+GoToLocal-seed1"
+    for name in ("results.csv", "episodes.csv"):
+        assert (tmp_path / "two" / tag / name).read_text() == (
+            tmp_path / "one" / tag / name
+        ).read_text()
