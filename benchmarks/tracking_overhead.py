@@ -155,6 +155,7 @@ def main() -> None:
     update_s = statistics.mean(seconds)
     tracker_s = tracker.call_seconds / max(1, tracker.calls)
     pct = 100.0 * tracker_s / update_s
+    sender_s = tracker._sender.cpu_seconds / max(1, len(seconds))
     print(f"update: {mode}")
     print(f"updates measured: {len(seconds)}, metrics per update: {n_keys:.0f}")
     print(f"{'':38s}{'per update':>14s}{'% of update':>14s}{'vs Tracker':>12s}")
@@ -169,6 +170,11 @@ def main() -> None:
             f"{name:38s}{value * 1e3:11.3f} ms{100 * value / update_s:13.3f}%"
             f"{value / tracker_s:11.0f}x"
         )
+    print(
+        f"background sender thread CPU: {sender_s * 1e3:.1f} ms per update "
+        f"({100 * sender_s / update_s:.3f}% of an update; an upper bound on what it takes "
+        f"from training through the GIL, not on the training thread's critical path)"
+    )
     print(
         f"sync log_metric / Tracker = {sync_metric_s / tracker_s:.0f}x, "
         f"sync log_batch / Tracker = {sync_batch_s / tracker_s:.0f}x"

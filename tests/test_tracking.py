@@ -137,10 +137,14 @@ def test_offline_start_is_replayed_by_the_next_start(tracking_env: Path, sqlite_
     assert not offline.finish("KILLED", timeout_s=0.5)  # nothing reachable: kept locally
     assert (run_dir / JOURNAL).is_file() and not (run_dir / "mlflow_run_id").exists()
     # The next start (server now reachable) creates the run, replays, then continues.
+    client = MlflowClient(sqlite_uri)
     with Tracker.start(run_dir, _config(), "exp", sqlite_uri, "off", {}) as tracker:
+        assert tracker.resumed
         for step in range(3, 8):
             tracker.log_metrics(_metrics(step), step=step)
-    client = MlflowClient(sqlite_uri)
+        assert tracker.flush(30)
+        # The KILLED of the offline start was replayed first, then RUNNING again.
+        assert client.get_run(tracker.run_id or "").info.status == "RUNNING"
     run_id = (run_dir / "mlflow_run_id").read_text().strip()
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["k"] == "v"

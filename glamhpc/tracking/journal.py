@@ -221,6 +221,12 @@ class MetricGate:
         self._keys: dict[str, str] = {}  # raw key -> key as sent (validated once per key)
         self._warned: set[str] = set()
         self.last_step = max(logged_max.values(), default=0)
+        self._closed = False
+
+    def close(self) -> None:
+        """Drop every later metric (the run's final status is about to be journaled)."""
+        with self._lock:
+            self._closed = True
 
     def _key(self, raw: str) -> str:
         key = self._keys.get(raw)
@@ -238,6 +244,8 @@ class MetricGate:
         step = int(step)
         fresh: dict[str, float] = {}
         with self._lock:
+            if self._closed:
+                return None
             for raw, value in metrics.items():
                 key = self._key(raw)
                 seen = self._max.get(key)

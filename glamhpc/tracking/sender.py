@@ -113,6 +113,9 @@ class Sender:
         self.last_error: str | None = None
         self.delivered_records = 0
         self._artifact_failures = 0
+        self.cpu_seconds = 0.0
+        """CPU time of the sender thread so far (the upper bound of what it takes from training
+        through the GIL; benchmarks/tracking_overhead.py reports it)."""
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -136,6 +139,10 @@ class Sender:
                     return self.state.offset >= offset
                 self._cond.wait(min(left, 0.2))
         return True
+
+    def stop_sampling(self) -> None:
+        """No system metrics after this (called before the final status is journaled)."""
+        self._sampler = None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the thread after its current call (a call stuck on the network is abandoned)."""
@@ -164,6 +171,7 @@ class Sender:
                 self._fsync_now_and_then()
                 continue
             self.attempt()
+            self.cpu_seconds = time.thread_time()
 
     def _sample_system(self) -> None:
         if self._sampler is None or self._gate is None or not self._sampler.due():

@@ -285,10 +285,13 @@ class Tracker:
             log.warning("%s; starting OFFLINE (tracking.offline_ok)", exc)
         mlflow_client = client(uri)
         server_max: dict[str, int] = {}
-        resumed = run_id is not None
+        earlier_offline = run_id is None and pending.is_file()
+        # Continuing: an MLflow run exists, or an earlier offline start left its spec; either way
+        # its params come from that first start and its journal may end with a terminal status.
+        resumed = run_id is not None or earlier_offline
         if run_id is None:
-            if pending.is_file():
-                spec = RunSpec.from_json(pending.read_text())  # an earlier offline start
+            if earlier_offline:
+                spec = RunSpec.from_json(pending.read_text())
             else:
                 spec = build_spec(
                     config, experiment, run_name or root.name, tags, parent_run_id, run_uid
@@ -298,11 +301,13 @@ class Tracker:
                 try:
                     run_id = create_run(mlflow_client, spec, uri)
                 except TrackingError:
-                    pending.unlink(missing_ok=True)
+                    if not earlier_offline:  # never drop the spec an offline start left
+                        pending.unlink(missing_ok=True)
                     raise
                 except Exception as exc:
                     if not opts["offline_ok"]:
-                        pending.unlink(missing_ok=True)
+                        if not earlier_offline:
+                            pending.unlink(missing_ok=True)
                         raise TrackingError(
                             f"could not create the MLflow run at {uri}: {short_error(exc)}"
                         ) from None
@@ -490,6 +495,8 @@ class Tracker:
             return True
         self._finished = True
         try:
+            self._sender.stop_sampling()
+            self._gate.close()  # a system sample in flight cannot land after the status
             self._journal.append({"tags": {JOB_STATE_TAG: _JOB_STATE[status]}})
             target = self._journal.append({"status": status, "t": _now_ms()})
             done = self._sender.wait_delivered(target, self._timeout(timeout_s))
