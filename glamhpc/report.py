@@ -556,4 +556,20 @@ def list_runs(
                 parent=data.tags.get(PARENT_TAG),
             )
         )
-    return resolved, rows
+    return resolved, _nest(rows)
+
+
+def _nest(rows: list[RunRow]) -> list[RunRow]:
+    """Newest first, each sweep parent directly followed by its children (sorted by name)."""
+    ids = {r.run_id for r in rows}
+    children: dict[str, list[RunRow]] = {}
+    for row in rows:
+        if row.parent in ids:
+            children.setdefault(row.parent, []).append(row)
+    out: list[RunRow] = []
+    for row in rows:
+        if row.parent in ids:
+            continue
+        out.append(row)
+        out.extend(sorted(children.get(row.run_id, []), key=lambda r: _natural(r.name)))
+    return out

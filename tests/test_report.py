@@ -66,6 +66,8 @@ def test_runs_listing(sweep_2x2: tuple[str, str, list[str]]) -> None:
     assert child.best is not None and child.latest is not None and child.best >= child.latest
     assert child.job_state == "COMPLETED" and child.parent == parent
     assert by_id[parent].job_state.endswith("(sweep)")
+    order = [r.run_id for r in rows]  # the parent, then its children, as the UI nests them
+    assert order[0] == parent and set(order[1:]) == set(children)
 
 
 def test_aggregate_aligns_runs_on_common_frames() -> None:
