@@ -141,14 +141,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of distinct parameters (tied/shared weights counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():  # `parameters()` already skips duplicates of the same tensor
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    """Number of distinct parameters (tied/shared weights counted once, as `parameters()` does)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,8 +395,11 @@ def build_tiny_t5(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 def hf_offline() -> bool:
     """Whether the Hugging Face hub must not be contacted (HF_HUB_OFFLINE set)."""
+    from huggingface_hub import constants
+
+    # The environment is read now (it may have changed since huggingface_hub was imported).
     value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return value.strip().lower() in {"1", "true", "yes", "on"} or bool(constants.HF_HUB_OFFLINE)
 
 
 class _DropTieWarning(logging.Filter):
@@ -540,14 +537,20 @@ def load_model(
         if path is not None or local.is_dir():
             if not local.is_dir():
                 raise ModelNotAvailableError(f"model.path {str(local)!r} is not a folder")
-            model, tokenizer = _from_pretrained(
-                str(local),
-                pretrained=pretrained,
-                dtype=torch_dtype,
-                cache_dir=None,
-                local_only=True,
-                fallback_config=fallback,
-            )
+            try:
+                model, tokenizer = _from_pretrained(
+                    str(local),
+                    pretrained=pretrained,
+                    dtype=torch_dtype,
+                    cache_dir=None,
+                    local_only=True,
+                    fallback_config=fallback,
+                )
+            except (OSError, ValueError) as err:
+                raise ModelNotAvailableError(
+                    f"folder {str(local)!r} does not hold a loadable seq2seq model (config.json, "
+                    f"weights and tokenizer files are needed): {type(err).__name__}: {err}"
+                ) from err
         else:
             model, tokenizer = _load_hub(
                 name,

@@ -402,6 +402,10 @@ def _packable(model: nn.Module) -> bool:
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
     decoder = model.get_decoder()
+    # FSDP2 shards parameters into DTensors and gathers them in each wrapped module's forward
+    # hook; the packed path calls sub-modules of a block directly, bypassing the block's hook.
+    if any(type(p).__name__ == "DTensor" for p in decoder.parameters()):
+        return False
     first = decoder.block[0].layer[0].SelfAttention
     return getattr(first, "has_relative_attention_bias", False) and len(decoder.block[0].layer) == 3
 

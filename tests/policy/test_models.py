@@ -187,6 +187,9 @@ def test_local_folder_and_bf16(tmp_path: Path) -> None:
     assert out.logits.shape[-1] == model.config.vocab_size
     with pytest.raises(ModelNotAvailableError):
         load_model("x", path=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match=r"config\.json"):
+        load_model("x", path=tmp_path / "empty")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 from glamhpc.policy.scoring import (
     Candidates,
     ScoreOutput,
+    _packable,
     encode_candidates,
     max_paper_probability,
     pad_prompts,
@@ -255,3 +256,13 @@ def test_policy_logits_paper_formula() -> None:
     assert top < 0.36
     with pytest.raises(ValueError):
         policy_logits(scores, "sum")  # type: ignore[arg-type]
+
+
+def test_fast_path_falls_back_when_dropout_is_active(small: Any) -> None:
+    """The packed path does not apply dropout: active dropout routes to the cached path."""
+    assert _packable(small)  # eval mode
+    small.train()
+    try:
+        assert not _packable(small)  # flan-t5 configs carry dropout 0.1
+    finally:
+        small.eval()
