@@ -104,10 +104,12 @@ def experiment_names(mlflow_client: Any) -> list[str]:
     return sorted(e.name for e in mlflow_client.search_experiments())
 
 
-def _unknown_experiment(mlflow_client: Any, name: str, uri: str) -> TrackingError:
+def _unknown_experiment(mlflow_client: Any, name: str, uri: str, hint: str = "") -> TrackingError:
     names = experiment_names(mlflow_client)
     listing = ", ".join(names) if names else "none yet"
-    return TrackingError(f"unknown experiment '{name}' at {uri}; existing experiments: {listing}")
+    return TrackingError(
+        f"unknown experiment '{name}' at {uri}; existing experiments: {listing}{hint}"
+    )
 
 
 def _search_all(mlflow_client: Any, experiment_ids: list[str], filter_string: str = "") -> list:
@@ -130,31 +132,52 @@ def _search_all(mlflow_client: Any, experiment_ids: list[str], filter_string: st
 def resolve_target(
     mlflow_client: Any, target: str, uri: str
 ) -> tuple[str, list[RunData], str | None]:
-    """(experiment name, runs to report, parent run id) for an experiment name or a run id."""
+    """(experiment name, runs to report, parent run id) for an experiment name, a sweep's name
+    (its parent run's name; the newest such sweep) or a run id (a parent reports its children)."""
     from mlflow.exceptions import MlflowException
 
+    run = None
     if _RUN_ID.match(target):
         try:
             run = mlflow_client.get_run(target)
         except MlflowException:
             run = None
-        if run is not None:
-            experiment = mlflow_client.get_experiment(run.info.experiment_id).name
-            children = _search_all(
-                mlflow_client, [run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{target}'"
-            )
-            if children:
-                return experiment, [_run_data(r) for r in children], target
-            return experiment, [_run_data(run)], None
-    exp = mlflow_client.get_experiment_by_name(target)
+    exp = mlflow_client.get_experiment_by_name(target) if run is None else None
+    if run is None and exp is None:
+        run = _sweep_parent_named(mlflow_client, target)
+    if run is not None:
+        parent_id = run.info.run_id
+        experiment = mlflow_client.get_experiment(run.info.experiment_id).name
+        children = _search_all(
+            mlflow_client, [run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_id}'"
+        )
+        if children:
+            return experiment, [_run_data(r) for r in children], parent_id
+        return experiment, [_run_data(run)], None
     if exp is None:
-        raise _unknown_experiment(mlflow_client, target, uri)
+        hint = " (a sweep's name or parent run id works too)"
+        raise _unknown_experiment(mlflow_client, target, uri, hint)
     runs = [
         _run_data(r)
         for r in _search_all(mlflow_client, [exp.experiment_id])
         if r.data.tags.get(SWEEP_ROLE_TAG) != "parent"
     ]
     return exp.name, runs, None
+
+
+def _sweep_parent_named(mlflow_client: Any, name: str) -> Any:
+    if "'" in name:
+        return None
+    ids = [e.experiment_id for e in mlflow_client.search_experiments()]
+    if not ids:
+        return None
+    found = mlflow_client.search_runs(
+        ids,
+        filter_string=f"tags.`{SWEEP_ROLE_TAG}` = 'parent' and attributes.run_name = '{name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def load_histories(mlflow_client: Any, runs: list[RunData], metric: str) -> list[RunData]:

@@ -38,6 +38,12 @@ def test_sweep_report_has_one_curve_per_setting_and_is_logged_to_parent(
     assert logged == {"report/learning_curves.png", "report/summary.md", "report/summary.csv"}
 
 
+def test_report_by_sweep_name(sweep_2x2: tuple[str, str, list[str]], tmp_path: Path) -> None:
+    uri, parent, _ = sweep_2x2
+    result = build_report("lr-x-seed", uri, out_dir=tmp_path / "rep", log_to_parent=False)
+    assert result.parent_run_id == parent and len(result.labels) == 2
+
+
 def test_experiment_report_group_by_any_key(
     sweep_2x2: tuple[str, str, list[str]], tmp_path: Path
 ) -> None:
