@@ -94,7 +94,9 @@ def runs_cmd(
 
 @app.command("report")
 def report_cmd(
-    target: str = typer.Argument(..., help="Experiment name, or a sweep's parent run id."),
+    target: str = typer.Argument(
+        ..., help="Experiment name, sweep name (its parent run's name) or parent run id."
+    ),
     group_by: str | None = typer.Option(
         None,
         "--group-by",
