@@ -9,9 +9,10 @@ episodes (the script reports both episode counts and step totals to show it). Ro
 fast/naive so machine noise hits both alike; each figure is the median over rounds.
 
 Defaults: tiny-t5 (untrained: long episodes, the worst case for the tail), BabyAI-GoToLocal
-(64-step limit), the paper's 3-observation prompts, 16 envs, 32 episodes, CPU.
+(64-step limit), the paper's 3-observation prompts, 16 envs, 16 episodes, 2 rounds, CPU (the
+naive path dominates the run time: several minutes on 2 busy cores).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_throughput.py [--episodes 32] [--rounds 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_throughput.py [--episodes 16] [--rounds 2]
 
 Last line: ``RESULT fast_vs_naive=<episodes/s fast / episodes/s naive>``.
 """
@@ -31,11 +32,11 @@ from glamhpc.evaluate.runner import EvalPlan, ShardTask, resolve_items, run_shar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=32)
+    parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--level", default="BabyAI-GoToLocal-v0")
     parser.add_argument("--history", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

@@ -264,7 +264,10 @@ def _eval(args: _Args) -> None:
         "greedy": plan.greedy,
     }
     for result in results:
-        agent_params = {**params, "agent": result.agent.label, "source": result.agent.source}
+        agent = result.agent
+        agent_params = {**params, "agent": agent.label, "source": agent.source}
+        if agent.kind == "glam":
+            agent_params.update(history=agent.history, scoring=agent.scoring)
         try:
             run_id = report.log_to_mlflow(result, files, uri, tag, agent_params)
         except TrackingError as exc:

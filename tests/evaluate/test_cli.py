@@ -176,3 +176,19 @@ def test_torchrun_ranks_split_and_merge_like_one_process(tmp_path: Path) -> None
         assert (tmp_path / "two" / tag / name).read_text() == (
             tmp_path / "one" / tag / name
         ).read_text()
+
+
+def test_run_whose_dir_is_elsewhere_uses_the_model_artifact(
+    trained_run: TrainedRun, tmp_path: Path
+) -> None:
+    from glamhpc.evaluate.agents import run_spec
+
+    hidden = trained_run.run_dir.with_name("elsewhere")
+    trained_run.run_dir.rename(hidden)  # the run dir lives on another machine
+    try:
+        spec = run_spec(trained_run.run_id, trained_run.uri, tmp_path)
+    finally:
+        hidden.rename(trained_run.run_dir)
+    assert spec.model == str(tmp_path / trained_run.run_id / "model")
+    assert (spec.label, spec.run_id, spec.run_dir) == ("tiny", trained_run.run_id, None)
+    assert spec.trained_action_space == "standard" and spec.history == 1
