@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,19 @@ def tracking_uri(cfg: Config) -> str | None:
     return resolve_uri(cfg.tracking.uri)
 
 
+def run_dir_for(cfg: Config, run_name: str) -> Path:
+    """``<run_root>/<experiment>/<run_name>``: the trainer's run directory (the contract in
+    docs/CONTRACTS.md; a test pins it to glamhpc.rl.trainer.run_dir_for). Computed here so that
+    submitting never imports torch: seconds saved on every submit."""
+    return Path(cfg.train.run_root) / cfg.experiment / run_name
+
+
+def default_run_name(cfg: Config) -> str:
+    """``<name>-s<seed>-<UTC timestamp>``, as `glamhpc train` names an unnamed run."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.name}-s{cfg.seed}-{stamp}"
+
+
 def plan_run(
     cfg: Config,
     run_name: str | None = None,
@@ -70,8 +84,6 @@ def plan_run(
     extra_tags: dict[str, str] | None = None,
 ) -> RunPlan:
     """Resolve one run: resources, run name and directory, the job's spec. Writes nothing."""
-    from glamhpc.rl.trainer import default_run_name, run_dir_for
-
     res = resolve(cfg)
     if res.container:
         _check_container(res)

@@ -54,7 +54,13 @@ from glamhpc.launch.executors import (
     slurm_command,
 )
 from glamhpc.launch.resources import Resources, apply_cli_options, job_name, resolve
-from glamhpc.launch.submit import LAUNCH_FOLDER, _check_name, active_jobs, tracking_uri
+from glamhpc.launch.submit import (
+    LAUNCH_FOLDER,
+    _check_name,
+    active_jobs,
+    run_dir_for,
+    tracking_uri,
+)
 from glamhpc.launch.torchrun import DONE_MARKER, RunSpec, TorchrunJob
 
 _SWEEP_KEYS = {"name", "base", "set", "grid", "zip", "seeds", "max_parallel"}
@@ -208,8 +214,6 @@ def plan_sweep(
     **launch_options: Any,
 ) -> SweepPlan:
     """Resolve every element's config (all are validated before anything is written)."""
-    from glamhpc.rl.trainer import run_dir_for
-
     workdir = (workdir or Path.cwd()).resolve()
     base_data = apply_overrides(read_yaml(spec.base) if spec.base else {}, spec.overrides)
     base_cfg = apply_cli_options(config_from_dict(base_data), **launch_options)

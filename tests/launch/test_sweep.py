@@ -101,3 +101,13 @@ def test_sweep_takes_cli_resources(tmp_path: Path) -> None:
     assert (plan.resources.executor, plan.resources.time_min) == ("slurm", 30)
     assert plan.resources.partition == "p"
     assert plan.job_name == "glamhpc-sweep:s"
+
+
+def test_launcher_and_trainer_agree_on_run_dirs() -> None:
+    from glamhpc.config import load_config
+    from glamhpc.launch.submit import default_run_name, run_dir_for
+    from glamhpc.rl import trainer
+
+    cfg = load_config(None, ["train.run_root=/r", "tracking.experiment=e", "seed=3"])
+    assert run_dir_for(cfg, "x") == trainer.run_dir_for(cfg, "x")
+    assert default_run_name(cfg)[:-6] == trainer.default_run_name(cfg)[:-6]
