@@ -99,3 +99,68 @@ def test_session_processes_sees_orphans_until_they_exit() -> None:
         time.sleep(0.1)
     assert session_processes(leader.pid) == []
     assert session_processes(os.getsid(0)) != []  # this test's own session is not empty
+
+
+def _slurm_env(monkeypatch: pytest.MonkeyPatch, node: int) -> None:
+    """The variables Slurm sets in a 2-node job's second task (what JobEnvironment reads)."""
+    for key, value in {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "4321",
+        "SLURM_JOB_NODELIST": "n[1-2]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": str(node),
+        "SLURM_PROCID": str(node),
+        "SLURM_LOCALID": "0",
+        "SLURM_NTASKS": "2",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+
+
+def _spec(tmp_path) -> RunSpec:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "runs" / "e" / "r"
+    return RunSpec(
+        str(run_dir / "launch" / "config.yaml"),
+        "r",
+        str(run_dir),
+        str(tmp_path),
+        str(run_dir / "launch" / "torchrun"),
+        env={"GLAMHPC_RUN_TAGS": '{"a": "b"}'},
+    )
+
+
+def test_node_command_from_a_real_slurm_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import submitit
+
+    _slurm_env(monkeypatch, node=1)
+    cfg = load_config(None, ["launch.executor=slurm", "launch.nodes=2", "env.num_envs=2"])
+    job = TorchrunJob(resolve(cfg))
+    argv = job.node_argv(_spec(tmp_path), submitit.JobEnvironment())
+    assert f"--rdzv-endpoint=n1:{rdzv_port('4321')}" in argv  # the FIRST node hosts the store
+    assert "--rdzv-id=glamhpc-4321" in argv and "--nnodes=2" in argv
+    assert any(a.startswith("--log-dir=") and a.endswith("4321-node1") for a in argv)
+    assert argv[0] == sys.executable
+    env = job.rank_env(_spec(tmp_path))
+    assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
+    assert env["GLAMHPC_RUN_TAGS"] == '{"a": "b"}'
+
+
+def test_node_command_inside_a_container(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import submitit
+
+    _slurm_env(monkeypatch, node=0)
+    cfg = load_config(
+        None, ["launch.executor=slurm", "launch.container=/images/glamhpc.sif", "env.num_envs=2"]
+    )
+    argv = TorchrunJob(resolve(cfg)).node_argv(_spec(tmp_path), submitit.JobEnvironment())
+    assert argv[:2] == ["apptainer", "exec"] and "--cleanenv" in argv
+    assert "/images/glamhpc.sif" in argv
+    inner = argv[argv.index("/images/glamhpc.sif") + 1 :]
+    assert inner[:3] == ["python3", "-m", "torch.distributed.run"]
+    binds = argv[argv.index("--bind") + 1]
+    assert f"{tmp_path}:{tmp_path}" in binds.split(",")  # the working dir, at the same path
+    passed = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    assert 'GLAMHPC_RUN_TAGS={"a": "b"}' in passed
+    assert "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=[rank${rank}]:" in passed
