@@ -111,7 +111,7 @@ def check_container(
             shown.append(name)
         return Check("container engine", True, "found: " + ", ".join(shown), required=False)
     engine = containers.engine_for_image(image)
-    candidates = [engine] if engine == "docker" else ["apptainer", "singularity"]
+    candidates = ["docker", "podman"] if engine == "docker" else ["apptainer", "singularity"]
     usable = [e for e in candidates if e in found]
     if not usable:
         return Check(
@@ -133,23 +133,23 @@ def check_container(
         rc, out = runner([name, "--version"])
         return Check("container engine", rc == 0, f"{_first_line(out)}; image {image}")
     # The docker CLI can exist without a reachable daemon (remote contexts, CI images).
-    rc, out = runner(["docker", "info", "--format", "{{.ServerVersion}}"])
+    rc, out = runner([name, "info", "--format", "{{.ServerVersion}}"])
     if rc != 0:
         return Check(
             "container engine",
             False,
-            f"docker CLI found but the daemon is not reachable: {_first_line(out)}",
-            "start the Docker daemon (or set DOCKER_HOST); then `docker image ls " + image + "`",
+            f"{name} CLI found but the daemon is not reachable: {_first_line(out)}",
+            f"start the {name} daemon/service (or set DOCKER_HOST)",
         )
-    rc, out = runner(["docker", "image", "inspect", "--format", "{{.Id}}", image])
+    rc, out = runner([name, "image", "inspect", "--format", "{{.Id}}", image])
     if rc != 0:
         return Check(
             "container engine",
             False,
-            f"docker daemon {_first_line(out) or 'up'}, but image {image} is not there",
-            f"build it: glamhpc build --engine docker --tag {image}",
+            f"{name} is up, but image {image} is not there ({_first_line(out)})",
+            f"build it: glamhpc build --engine {name} --tag {image}",
         )
-    return Check("container engine", True, f"docker; image {image} present")
+    return Check("container engine", True, f"{name}; image {image} present")
 
 
 def gpu_count_torch() -> tuple[int, str]:
