@@ -178,6 +178,10 @@ def _eval(args: _Args) -> None:
         raise EvalError(f"unknown --executor {args.executor!r}; expected local or slurm")
     if args.scoring not in (None, "glam", "paper"):
         raise EvalError(f"unknown --scoring {args.scoring!r}; expected glam or paper")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise EvalError(f"unknown --device {args.device!r}; expected auto, cpu, cuda or cuda:N")
+    if args.dtype not in ("fp32", "bf16"):
+        raise EvalError(f"unknown --dtype {args.dtype!r}; expected fp32 or bf16")
     if args.history is not None and not 1 <= args.history <= 9:
         raise EvalError("--history must be between 1 and 9")
     uri = resolve_uri(args.uri) if (args.run or args.track) else ""

@@ -83,7 +83,8 @@ def baseline_spec(name: str, history: int = 3) -> AgentSpec:
     """The ``random`` or ``bot`` baseline."""
     if name not in BASELINES:
         raise EvalError(f"unknown baseline {name!r}; expected one of {list(BASELINES)}")
-    return AgentSpec(kind=name, label=name, history=history, source=f"baseline:{name}")  # type: ignore[arg-type]
+    kind: AgentKind = "random" if name == "random" else "bot"
+    return AgentSpec(kind=kind, label=name, history=history, source=f"baseline:{name}")
 
 
 def model_spec(name: str, history: int = 3, scoring: str = "glam", **options: Any) -> AgentSpec:

@@ -138,6 +138,7 @@ def test_bad_input_is_one_line_exit_2(
         (["--baseline", "random", "--level", "GoToLocal", "--shards", "3"], "--shards 3"),
         (["--model", "google/flan-t5-xl", "--level", "GoToLocal"], "is not available"),
         (["--baseline", "random", "--level", "GoToLocal", "--executor", "pbs"], "--executor"),
+        (["--model", "tiny-t5", "--level", "GoToLocal", "--device", "gpu"], "--device 'gpu'"),
     ]
     for args, message in cases:
         code, _, err = _eval(*args, *cheap)
