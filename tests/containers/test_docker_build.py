@@ -1,9 +1,9 @@
 """Optional tier: the real Dockerfile built by a real Docker engine, and a job trained in it.
 
-Opt-in (GLAMHPC_DOCKER_TESTS=1), and needs a Docker daemon and the locally made base image
-(`sh tests/containers/docker_tier.sh up`:
-Debian minbase + Python + the local CPU torch wheel, standing in for pytorch/pytorch, which no
-registry can serve here). Skipped, with the reason, when either is missing. The build installs
+Opt-in (GLAMHPC_DOCKER_TESTS=1); needs a Docker daemon and the locally made base image
+(`sh tests/containers/docker_tier.sh up`: Debian minbase + Python + the local CPU torch wheel,
+standing in for pytorch/pytorch, which no registry can serve here). Skipped, with the reason,
+when any of these is missing. The build installs
 the pinned set from PyPI inside the image (a few minutes the first time; Docker's layer cache
 makes reruns fast).
 """
