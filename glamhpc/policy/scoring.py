@@ -4,22 +4,30 @@ For prompt p and candidate action a with tokens a_1..a_n, the score is
 
     s(p, a) = sum_{t=1..n+1} log P(y_t | p, y_<t),   y = a_1..a_n </s>,
 
-with the decoder fed `[decoder_start] + a_1..a_n` (T5 convention; the end-of-sequence token is
-part of the score, so "drop" and "drop the key" are not both prefixes of the same event).
+with the decoder fed `[decoder_start] + a_1..a_n` (T5 convention). The end-of-sequence token is
+part of the score, so a candidate that is a prefix of another ("drop" / "drop the key") is
+scored as a complete action, not as the beginning of the longer one.
 
-Three implementations with identical results (the tests hold them to 1e-5 in fp32, for scores
+Four implementations with identical results (the tests hold them to 1e-5 in fp32, for scores
 and for gradients):
 
 - `naive_scores`: one full seq2seq forward per (prompt, candidate) pair: the reference.
 - `lamorel_scores`: the encoder once per prompt, its output repeated K times, the decoder run on
   all B*K sequences (what lamorel does; each decoder layer still recomputes the cross-attention
   K/V over the repeated encoder states, ~45% of the naive FLOPs).
-- `fast_scores`: the encoder once per prompt; decoder step 0 once per prompt with the cache on
+- `cached_scores`: the encoder once per prompt; decoder step 0 once per prompt with the cache on
   (it fills every layer's cross-attention K/V, gives the first action token's log-probs and the
   position-0 hidden state for the value head); then the cache is expanded over the K candidates
-  and only the remaining action tokens are decoded. Works with gradients: the expanded cache
-  entries are views into the graph, so gradients of all K candidates flow back into the shared
-  encoder output and cross-attention K/V.
+  (`EncoderDecoderCache.batch_repeat_interleave`) and only the remaining action tokens are
+  decoded. Any transformers seq2seq model with an `EncoderDecoderCache` works.
+- `packed_t5_scores` (T5 family): the same sharing, one step further: the K candidates' tokens
+  are packed along the sequence axis of ONE decoder row per prompt (block-causal self-attention
+  at each token's real position), so the cross-attention K/V are used without a K-fold copy, no
+  separate step-0 pass runs, and candidates are not padded.
+
+`fast_scores` picks `packed_t5_scores` where it is exact (T5, no active dropout, no FSDP-sharded
+blocks) and `cached_scores` otherwise. All paths work with gradients (the PPO update): gradients
+of all K candidates flow back into the shared encoder output and cross-attention K/V.
 
 `score_prompts` tokenised prompts -> `ScoreOutput`, chunking by `max_batch_tokens`.
 
@@ -183,7 +191,7 @@ def _shifted(cands: Candidates, start: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
-# the three scorers
+# the scorers
 
 
 def naive_scores(
@@ -356,7 +364,7 @@ def packed_t5_scores(
 ) -> ScoreOutput:
     """T5-only fast path: one decoder pass per prompt over all candidates, packed.
 
-    Same arithmetic as `fast_scores`, arranged better for T5: the K candidates' tokens are packed
+    Same arithmetic as `cached_scores`, arranged better for T5: the K candidates' tokens are packed
     along the sequence axis of ONE decoder row per prompt (with a block-causal self-attention
     mask and each token's real relative position), so the cross-attention K/V are computed once
     and used as they are: no K-fold copy, no step-0 pass, no candidate padding. Runs the model's

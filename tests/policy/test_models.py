@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -207,11 +208,14 @@ def test_uncached_hub_model_raises_clear_error(tmp_path: Path) -> None:
 
 _OFFLINE_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import hashlib, json, sys
     import torch
-    from glamhpc.policy.models import ModelNotAvailableError, load_model
+    from glamhpc.policy.models import ModelNotAvailableError, build_tiny_t5, load_model
     torch.set_num_threads(1)
     result = {}
+    rebuilt = build_tiny_t5(sys.argv[2])  # another process, another folder: same bytes?
+    for name in ("tokenizer.json", "model.safetensors"):
+        result[name] = hashlib.sha256((rebuilt / name).read_bytes()).hexdigest()
     model, tok = load_model("tiny-t5", cache_dir=sys.argv[1])
     result["tiny_vocab"] = len(tok)
     result["tiny_class"] = type(model).__name__
@@ -226,7 +230,8 @@ _OFFLINE_SCRIPT = textwrap.dedent(
 
 
 def test_offline_subprocess_tiny_reload_and_fake_id(tmp_path: Path) -> None:
-    """Fresh interpreter, HF_HUB_OFFLINE=1 and an empty HF_HOME: tiny-t5 loads, a hub id fails."""
+    """Fresh interpreter, HF_HUB_OFFLINE=1 and an empty HF_HOME: tiny-t5 rebuilds to identical
+    bytes and loads through from_pretrained, a hub id fails with the prefetch/model.path hint."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -235,7 +240,7 @@ def test_offline_subprocess_tiny_reload_and_fake_id(tmp_path: Path) -> None:
     }
     env.pop("GLAMHPC_CACHE", None)
     done = subprocess.run(
-        [sys.executable, "-c", _OFFLINE_SCRIPT, str(tiny_dir().parent)],
+        [sys.executable, "-c", _OFFLINE_SCRIPT, str(tiny_dir().parent), str(tmp_path / "b")],
         env=env,
         capture_output=True,
         text=True,
@@ -243,6 +248,8 @@ def test_offline_subprocess_tiny_reload_and_fake_id(tmp_path: Path) -> None:
         check=True,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("tokenizer.json", "model.safetensors"):  # deterministic across processes
+        assert result[name] == hashlib.sha256((tiny_dir() / name).read_bytes()).hexdigest()
     assert result["tiny_class"] == "T5ForConditionalGeneration" and result["tiny_vocab"] > 500
     for allow in (False, True):  # allow_download is ignored while HF_HUB_OFFLINE is set
         message = result[f"error_allow_{allow}"]
