@@ -256,3 +256,13 @@ def test_offline_subprocess_tiny_reload_and_fake_id(tmp_path: Path) -> None:
         assert "glamhpc models prefetch glamhpc-test-org/no-such-t5" in message
         assert "model.path=/path/to/folder" in message
         assert str(tmp_path / "hf") in message  # names the cache it looked in
+
+
+def test_pretrained_false_is_a_random_init_of_the_same_architecture() -> None:
+    model, _ = load_tiny()
+    fresh, tok = load_model("tiny-t5-copy", path=tiny_dir(), pretrained=False)
+    assert type(fresh) is type(model) and fresh.config.d_model == model.config.d_model
+    assert count_params(fresh) == count_params(model)
+    assert fresh.lm_head.weight is not fresh.shared.weight
+    assert not torch.equal(fresh.shared.weight, model.shared.weight)
+    assert len(tok) == len(load_tiny()[1])
