@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -390,16 +390,6 @@ def stage_model(repo_id: str, cache: str | os.PathLike[str] | None, context: Pat
             os.link(real, out)
         except OSError:
             shutil.copy2(real, out)
-    return dest
-
-
-def stage_folder(name: str, folder: Path, context: Path) -> Path:
-    """Copy a model folder that lives outside the hub layout (e.g. the locally built tiny-t5)
-    to ``context/BAKE_DIR/<name>`` so that it lands in ``/models/<name>`` in the image."""
-    dest = context / BAKE_DIR / name
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(folder, dest, symlinks=False)
     return dest
 
 
@@ -890,8 +880,3 @@ def check_def(
                     where = line.replace(f"{path}:", "line ", 1)
                     problems.append(f"%{section.name}: shellcheck: {where}")
     return problems
-
-
-def iter_def_files(root: Path) -> Iterable[Path]:
-    """Definition files under ``root/containers`` (what the tests and ``doctor`` check)."""
-    return sorted((root / "containers").glob("*.def"))
