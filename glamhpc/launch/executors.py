@@ -32,6 +32,18 @@ NO_SLURM_HINT = (
 )
 
 
+#: Slurm client messages meaning "no controller to talk to" (nothing about the job itself).
+_NO_CONTROLLER = (
+    "Could not establish a configuration source",
+    "Unable to contact slurm controller",
+    "Socket timed out",
+)
+NO_CONTROLLER_HINT = (
+    "no Slurm controller answers: start the local cluster with `glamhpc cluster up`, "
+    "or run with --executor local"
+)
+
+
 def require_slurm() -> None:
     """Fail early with the two ways forward when this machine cannot submit to Slurm."""
     if shutil.which("sbatch") is None:
@@ -47,7 +59,10 @@ def slurm_command(args: list[str], timeout_s: float = 30) -> str:
     except subprocess.TimeoutExpired:
         raise LaunchError(f"`{shlex.join(args)}` did not answer in {timeout_s:.0f}s") from None
     if proc.returncode != 0:
-        raise LaunchError(slurm_reason(proc.stderr or proc.stdout) or f"{args[0]} failed")
+        reason = slurm_reason(proc.stderr or proc.stdout) or f"{args[0]} failed"
+        if any(hint in proc.stderr for hint in _NO_CONTROLLER):
+            reason += f"; {NO_CONTROLLER_HINT}"
+        raise LaunchError(reason)
     return proc.stdout
 
 

@@ -86,7 +86,7 @@ def _state(raw: str) -> str:
 
 
 def slurm_rows(since: str = "now-2days") -> list[JobRow]:
-    """This user's glamhpc jobs known to Slurm (squeue wins over sacct for live jobs)."""
+    """This user's glamhpc jobs known to Slurm (the controller's view wins over accounting)."""
     user = getpass.getuser()
     records = {r.job_id: r for r in registry.load()}
     rows: dict[str, JobRow] = {}
@@ -104,7 +104,11 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
             "JobID,JobName,State,Elapsed,NodeList",
         ]
     )
-    queue = slurm_command(["squeue", "-h", "-r", "-u", user, "-o", "%i|%j|%T|%M|%N|%r"])
+    # -t all: jobs that ended in the last minutes are still in the controller's memory, while
+    # their accounting record may lag behind by a moment (a just-cancelled job would vanish).
+    queue = slurm_command(
+        ["squeue", "-h", "-r", "-t", "all", "-u", user, "-o", "%i|%j|%T|%M|%N|%r"]
+    )
     for line in sacct.splitlines():
         parts = line.split("|")
         if len(parts) < 5:
@@ -134,6 +138,11 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
             continue
         kind, short = parsed
         where = nodes or (f"({reason})" if reason and reason != "None" else "")
+        ended = rows.get(job_id)
+        if _state(state) == "COMPLETING" and ended is not None and ended.state in TERMINAL_STATES:
+            # A cancelled or finished job stays COMPLETING while its processes are reaped;
+            # accounting already knows how it ended, which is what the user asks.
+            continue
         rows[job_id] = JobRow(
             job_id,
             _split_id(job_id)[1],
@@ -246,8 +255,9 @@ def job_state(job_id: str) -> str:
     if record is not None and record.executor == "local":
         return local_state(record, job_id)
     out = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"]) if _queued(job_id) else ""
-    if out.strip():
+    if out.strip() and _state(out.splitlines()[0]) != "COMPLETING":
         return _state(out.splitlines()[0])
+    # Ended (or ending: COMPLETING says nothing of how): accounting has the final state.
     out = slurm_command(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"])
     states = [_state(s) for s in out.splitlines() if s.strip()]
     return states[-1] if states else ""

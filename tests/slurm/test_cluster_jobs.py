@@ -174,7 +174,7 @@ def test_cancelled_job_is_reported_promptly(batch: Batch) -> None:
         assert any(
             ln.split()[:1] == [job.job_id] and "CANCELLED" in ln
             for ln in result.output.splitlines()
-        )
+        ), result.output
         # submitit (sacct-based) sees the end too: a waiting caller is released, not hung.
         wait_until(lambda: job.job.done(force_check=True), 60, "submitit to see the cancel")
     finally:
