@@ -153,7 +153,9 @@ def wrap_policy(policy: nn.Module, ctx: DistContext, cfg: DistConfig) -> nn.Modu
     return ddp
 
 
-def _timed_allreduce_hook(ctx: DistContext, bucket: Any) -> torch.futures.Future[torch.Tensor]:
+def _timed_allreduce_hook(ctx, bucket):  # type: ignore[no-untyped-def]
+    # No annotations on purpose: with postponed evaluation they are strings, and DDP's
+    # register_comm_hook rejects a `bucket` annotation that is not dist.GradBucket itself.
     import time
 
     start = time.perf_counter()

@@ -66,6 +66,8 @@ def _load(run_dir: Path, update: int) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items()}
 
 
+# Ranks sum gradients in another order than one process does (all-reduce), so parameters agree to
+# fp32 rounding amplified by Adam's normalisation, not bit for bit.
 def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
     common = set(a) & set(b)
     assert len(common) >= len(a) - 1, (sorted(set(a) ^ set(b)))[:5]
@@ -85,8 +87,8 @@ def test_ddp_two_ranks_equals_one_rank(single, tmp_path):
     result = _run(tmp_path, "ddp", 2, "train.max_updates=2")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "quickstart" / "ddp"
-    _assert_close(_load(single, 1), _load(run, 1), atol=1e-6)
-    _assert_close(_load(single, 2), _load(run, 2), atol=1e-6)
+    _assert_close(_load(single, 1), _load(run, 1), atol=1e-5)
+    _assert_close(_load(single, 2), _load(run, 2), atol=1e-5)
 
 
 def test_fsdp_two_ranks_matches_and_resumes_on_one_rank(single, tmp_path):
@@ -112,7 +114,7 @@ def test_one_rank_checkpoint_resumes_on_two_ranks(single, tmp_path):
     (run / "DONE").unlink()
     result = _run(tmp_path, "grow", 2, "train.max_updates=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_close(_load(single, 2), _load(run, 2), atol=1e-6)
+    _assert_close(_load(single, 2), _load(run, 2), atol=1e-5)
 
 
 def test_uneven_env_split_is_a_clear_error(tmp_path):
@@ -172,4 +174,4 @@ def test_restart_resumes_from_latest_checkpoint(tmp_path):
     reference = tmp_path / "ref"
     result = _run(reference, "ref", 0, "train.max_updates=4")
     assert result.returncode == 0
-    _assert_close(_load(reference / "quickstart" / "ref", 4), _load(run, 4), atol=1e-6)
+    _assert_close(_load(reference / "quickstart" / "ref", 4), _load(run, 4), atol=1e-5)
