@@ -258,3 +258,15 @@ def _complete_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
             for alias in aliases:
                 out.setdefault(alias, out[present[0]])
     return out
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's state on CPU. Collective under FSDP2: every rank must call it; only
+    rank 0 receives the tensors (others get an empty dict)."""
+    model = unwrap(module)
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(model, options=opts)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

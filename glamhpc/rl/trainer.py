@@ -32,6 +32,7 @@ from glamhpc.config import Config, ConfigError, config_from_dict, to_dict, to_ya
 from glamhpc.distributed import (
     DistContext,
     env_shard,
+    full_state_dict,
     init_distributed,
     load_model_state,
     save_model_state,
@@ -427,8 +428,10 @@ class Trainer:
         else:
             if not _saved_at(self):
                 self.save(self.envs.state_dict())
+        # Gathering a sharded model's full weights is collective: all ranks, before rank 0 exports.
+        full_state = full_state_dict(self.policy) if finished else {}
         if ctx.is_main:
-            self._finish(finished)
+            self._finish(finished, full_state)
         ctx.barrier()
         return self.run_dir
 
@@ -465,10 +468,10 @@ class Trainer:
             metrics["mfu"] = flops / elapsed / (peak * self.ctx.world_size)
         return metrics
 
-    def _finish(self, finished: bool) -> None:
+    def _finish(self, finished: bool, full_state: dict[str, torch.Tensor]) -> None:
         if finished:
             export = self.run_dir / "model"
-            _export_model(self, export)
+            _export_model(self, export, full_state)
             atomic_write_text(self.run_dir / DONE_MARKER, f"{self.counters.frames}\n")
         if self.tracker is not None:
             if finished and self.cfg.tracking.log_model:
@@ -495,22 +498,26 @@ def _peak(cfg: Config, ctx: DistContext) -> float | None:
     return None
 
 
-def _export_model(trainer: Trainer, folder: Path) -> None:
+def _export_model(trainer: Trainer, folder: Path, full_state: dict[str, torch.Tensor]) -> None:
     """Final model for `glamhpc eval`: HF folder (weights + tokenizer) + value head + metadata."""
     from safetensors.torch import save_file
 
     policy = unwrap(trainer.policy)
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(policy, "model", None)
-    if model is not None and hasattr(model, "save_pretrained"):
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-        model.save_pretrained(folder)
-        trainer.tokenizer.save_pretrained(folder)
-    value_head = getattr(policy, "value_head", None)
-    if value_head is not None:
-        state = {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}
-        save_file(state, str(folder / "value_head.safetensors"))
+    if model is not None and hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights
+        model.merge_and_unload().save_pretrained(folder)
+    elif model is not None:
+        weights = {k[len("model.") :]: v for k, v in full_state.items() if k.startswith("model.")}
+        model.save_pretrained(folder, state_dict=weights)
+    trainer.tokenizer.save_pretrained(folder)
+    head = {
+        k[len("value_head.") :]: v.contiguous()
+        for k, v in full_state.items()
+        if k.startswith("value_head.")
+    }
+    if head:
+        save_file(head, str(folder / "value_head.safetensors"))
     meta = {
         "action_space": trainer.cfg.env.action_space,
         "action_texts": trainer.envs.action_texts,
