@@ -11,12 +11,36 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 without base-60 integers: `time: 04:00:00` must stay a string, not 14400."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """safe_load with glamhpc's loader (no sexagesimal integers)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -207,7 +231,14 @@ class LaunchConfig(_Section):
     mem: str | None = None
     """Memory per node, Slurm syntax (e.g. 64G)."""
     time: str | None = None
-    """Time limit, Slurm syntax (e.g. 04:00:00 or minutes)."""
+    """Time limit, Slurm syntax (e.g. 04:00:00, 2-00:00:00, or minutes)."""
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        # `time: 30` in YAML is an int: Slurm reads a bare number as minutes, so keep it as text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     partition: str | None = None
     """Slurm partition."""
     account: str | None = None
@@ -337,7 +368,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad override '{text}': empty key part; expected e.g. ppo.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str):
@@ -375,7 +406,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"config file not found: {p} (pass a YAML file, e.g. configs/quickstart.yaml)"
         )
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -97,3 +97,13 @@ def test_flatten():
     flat = flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}})
     assert flat == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
     assert "ppo.lr" in flatten(Config().model_dump())
+
+
+def test_slurm_times_stay_text_in_files_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("launch:\n  time: 04:00:00\n")
+    assert load_config(path).launch.time == "04:00:00"  # YAML 1.1 would read 14400
+    path.write_text("launch:\n  time: 30\n")
+    assert load_config(path).launch.time == "30"
+    assert load_config(None, ["launch.time=1-12:00:00"]).launch.time == "1-12:00:00"
+    assert load_config(None, ["launch.time=45"]).launch.time == "45"
