@@ -368,7 +368,12 @@ class Trainer:
         return float(np.mean([len(ids) for ids in self.tokenizer(prompts)["input_ids"]]))
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> Path:
+    def run(self, flag: SignalFlag | None = None) -> Path:
+        """Train to the end or until a signal; ``flag`` may be installed before the model loads."""
+        if flag is None:
+            flag = SignalFlag()
+            with flag.installed():
+                return self.run(flag)
         cfg, ctx = self.cfg, self.ctx
         if not self.prepare_run_dir():
             if ctx.is_main:
@@ -380,15 +385,17 @@ class Trainer:
         frames_per_update = cfg.ppo.steps_per_env * cfg.env.num_envs
         max_updates = cfg.train.max_updates
         peak = _peak(cfg, ctx)
-        flag = SignalFlag()
         preempted = False
         env_snapshot = self.envs.state_dict()
-        with flag.installed(), _progress(ctx.is_main and cfg.train.progress, cfg) as bar:
+        with _progress(ctx.is_main and cfg.train.progress, cfg) as bar:
             bar.advance_to(self.counters.frames)
             while self.counters.frames < cfg.ppo.total_frames and (
                 max_updates is None or self.counters.update < max_updates
             ):
                 env_snapshot = self.envs.state_dict()
+                if ctx.any_flag(flag.received is not None):  # e.g. signalled while loading
+                    preempted = True
+                    break
                 start = time.perf_counter()
                 comm_before = ctx.comm_seconds
                 collected = self.collect(flag)
@@ -637,11 +644,13 @@ def _progress(enabled: bool, cfg: Config) -> Iterator[_Bar]:
 
 def train(cfg: Config, run_name: str | None = None) -> Path:
     """Train one run (this rank's part of it); returns the run directory."""
-    ctx = init_distributed(cfg.dist, cfg.model.device)
-    try:
-        trainer = Trainer(cfg, run_name, ctx)
-        return trainer.run()
-    finally:
-        from glamhpc.distributed import shutdown
+    flag = SignalFlag()
+    # Installed before the model loads: a pre-timeout signal during start-up is not lost.
+    with flag.installed():
+        ctx = init_distributed(cfg.dist, cfg.model.device)
+        try:
+            return Trainer(cfg, run_name, ctx).run(flag)
+        finally:
+            from glamhpc.distributed import shutdown
 
-        shutdown()
+            shutdown()
