@@ -24,6 +24,10 @@ from functools import cache
 import numpy as np
 from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
 
+from glamhpc.vocab import FR_COLORS as _FR_COLORS
+from glamhpc.vocab import FR_NOUNS as _FR_NOUNS
+from glamhpc.vocab import FR_STATES as _FR_STATES
+
 __all__ = ["LANGUAGES", "VIEW_SIZE", "describe"]
 
 LANGUAGES: tuple[str, ...] = ("english", "french")
@@ -52,16 +56,6 @@ _WALL_LINES: tuple[tuple[str, tuple[int, ...]], ...] = (
 # `bytes.find` can jump between object cells in C instead of looping over 49 cells in Python.
 _IS_OBJECT = bytes(1 if t > _WALL else 0 for t in range(256))
 
-_FR_NOUNS = {"key": "clef", "ball": "balle", "box": "boîte", "door": "porte"}
-_FR_COLORS = {
-    "red": "rouge",
-    "green": "verte",
-    "blue": "bleue",
-    "purple": "violette",
-    "yellow": "jaune",
-    "grey": "grise",
-}
-_FR_STATES = {"open": "ouverte", "closed": "fermée", "locked": "fermée à clef"}
 _FR_SIDES = {"left": "à gauche", "right": "à droite"}
 
 

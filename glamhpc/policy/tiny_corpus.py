@@ -18,24 +18,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from glamhpc.vocab import FR_COLORS as COLORS_FR
+from glamhpc.vocab import FR_NOUNS as OBJECTS_FR
+from glamhpc.vocab import FR_STATES as DOOR_STATES_FR
+
 COLORS: tuple[str, ...] = ("red", "green", "blue", "purple", "yellow", "grey")
 OBJECTS: tuple[str, ...] = ("key", "ball", "box")
 DOOR_STATES: tuple[str, ...] = ("locked", "closed", "open")
 
-COLORS_FR: dict[str, str] = {
-    "red": "rouge",
-    "green": "verte",
-    "blue": "bleue",
-    "purple": "violette",
-    "yellow": "jaune",
-    "grey": "grise",
-}
-OBJECTS_FR: dict[str, str] = {"key": "clef", "ball": "balle", "box": "boîte", "door": "porte"}
-DOOR_STATES_FR: dict[str, str] = {
-    "locked": "fermée à clef",
-    "closed": "fermée",
-    "open": "ouverte",
-}
 
 # Action spaces, in env-action order (spec section 3). The French names are those of the French
 # prompt header. Every one of these strings becomes a single token of the tiny tokenizer (see

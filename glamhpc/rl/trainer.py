@@ -48,6 +48,8 @@ DONE_MARKER = "DONE"
 PREEMPTED_MARKER = "PREEMPTED"
 # Config sections whose change makes a resumed run a different experiment.
 _FROZEN_ON_RESUME = ("seed", "env", "model", "policy", "ppo")
+# tracking.log_checkpoints uploads checkpoints of models up to this size (flan-t5-base and below).
+_UPLOAD_CHECKPOINT_PARAMS = 300_000_000
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Trainer:
         if cfg.model.lora.enabled:
             model = _apply_lora(model, cfg)
         self.tokenizer = tokenizer
+        self.num_params = sum(p.numel() for p in model.parameters())
         self.shape = T5Shape.from_config(model.config)
         policy = GlamPolicy(
             model,
@@ -264,9 +267,15 @@ class Trainer:
             "glamhpc_version": __version__,
             "config": to_dict(self.cfg),
         }
-        return self.checkpointer.save(
+        path = self.checkpointer.save(
             self.counters.update, write_shared, rank_state, global_state, write_rank
         )
+        if self.tracker is not None:
+            self.tracker.set_tags({"checkpoint.latest": str(path.resolve())})
+            # Small models' checkpoints go to MLflow too; large ones are referenced by path only.
+            if self.cfg.tracking.log_checkpoints and self.num_params <= _UPLOAD_CHECKPOINT_PARAMS:
+                self.tracker.log_artifacts(path, f"checkpoints/{path.name}")
+        return path
 
     # ------------------------------------------------------------------ one update
     def _score(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,7 +65,7 @@ def _strip_timing(history: list[dict]) -> list[dict]:
 
 
 def test_short_run_produces_a_complete_run_dir_and_mlflow_run(tmp_path):
-    cfg = _cfg(tmp_path, "train.max_updates=2")
+    cfg = _cfg(tmp_path, "train.max_updates=2", "tracking.log_checkpoints=true")
     run_dir = train(cfg, "r1")
     assert (run_dir / "DONE").is_file()
     assert (run_dir / "config.yaml").is_file()
@@ -93,6 +93,12 @@ def test_short_run_produces_a_complete_run_dir_and_mlflow_run(tmp_path):
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run_id, "policy_loss")]
     assert steps == [24, 48]
+    assert run.data.tags["checkpoint.latest"].endswith("u0000002")
+    assert run.data.tags["model"] == "tiny-t5" and run.data.params["ppo.epochs"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "model", "checkpoints"} <= artifacts
+    saved = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert saved == {"checkpoints/u0000001", "checkpoints/u0000002"}
     # A second call on a finished run does nothing (requeue after completion: no retraining).
     before = _params(run_dir)
     train(cfg, "r1")
