@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -177,3 +178,21 @@ def test_sigusr2_saves_and_the_requeue_completes_identically(tmp_path):
     a, b = _params(runs / "pre"), _params(runs / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _strip_timing(_history(runs / "pre")) == _strip_timing(_history(runs / "ref"))
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "dist.activation_checkpointing=true",
+        "model.dtype=bf16",
+        "model.lora.enabled=true",
+        "policy.scoring=paper",
+        "env.level=BabyAI-MixedTrainLocal-v0",
+    ],
+)
+def test_training_options_run_end_to_end(tmp_path, option):
+    cfg = _cfg(tmp_path, "train.max_updates=1", "tracking.enabled=false", "ppo.epochs=1", option)
+    run_dir = train(cfg, "opt")
+    assert (run_dir / "DONE").is_file()
+    last = _history(run_dir)[-1]
+    assert all(np.isfinite(last[k]) for k in ("policy_loss", "value_loss", "entropy"))
