@@ -44,9 +44,10 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def write_manifest(folder: Path) -> None:
-    files = {str(p.relative_to(folder)): sha256_file(p) for p in _files_under(folder)}
-    for p in _files_under(folder):
-        fsync_file(p)
+    files: dict[str, str] = {}
+    for path in _files_under(folder):  # one pass: hash each file, then make it durable
+        files[str(path.relative_to(folder))] = sha256_file(path)
+        fsync_file(path)
     atomic_write_json(folder / MANIFEST, {"format": FORMAT_VERSION, "files": files})
 
 

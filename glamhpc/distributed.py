@@ -67,6 +67,8 @@ class DistContext:
 
 
 def pick_device(preference: str, local_rank: int = 0) -> torch.device:
+    """This rank's device: the GPU of its LOCAL_RANK. (policy.models.pick_device knows no ranks;
+    the trainer passes the result to it as an explicit device, so the choice is made once.)"""
     if preference == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():

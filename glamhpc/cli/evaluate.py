@@ -47,24 +47,9 @@ def _progress(enabled: bool, total: int) -> Iterator[_Progress]:
     if not enabled:
         yield _Progress(None, 0)
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from glamhpc.progress import progress_bar
 
-    columns = (
-        TextColumn("[bold]episodes"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[item]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as progress:
+    with progress_bar("episodes", "{task.fields[item]}", transient=True) as progress:
         yield _Progress(progress, total)
 
 

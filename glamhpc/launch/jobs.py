@@ -68,6 +68,27 @@ def _split_id(job_id: str) -> tuple[str, str]:
     return base, index
 
 
+def _row(
+    job_id: str,
+    parsed: tuple[str, str],
+    state: str,
+    elapsed: str,
+    where: str,
+    records: dict[str, registry.JobRecord],
+) -> JobRow:
+    kind, short = parsed
+    return JobRow(
+        job_id,
+        _split_id(job_id)[1],
+        kind,
+        short,
+        _run_for(kind, short, job_id, records),
+        _state(state),
+        elapsed,
+        where,
+    )
+
+
 def _run_for(kind: str, name: str, job_id: str, records: dict[str, registry.JobRecord]) -> str:
     if kind == "run":
         return name
@@ -117,17 +138,8 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
         parsed = parse_job_name(name)
         if parsed is None:
             continue
-        kind, short = parsed
-        rows[job_id] = JobRow(
-            job_id,
-            _split_id(job_id)[1],
-            kind,
-            short,
-            _run_for(kind, short, job_id, records),
-            _state(state),
-            elapsed,
-            nodes if nodes != "None assigned" else "",
-        )
+        where = nodes if nodes != "None assigned" else ""
+        rows[job_id] = _row(job_id, parsed, state, elapsed, where, records)
     for line in queue.splitlines():
         parts = line.split("|")
         if len(parts) < 6:
@@ -136,23 +148,13 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
         parsed = parse_job_name(name)
         if parsed is None:
             continue
-        kind, short = parsed
         where = nodes or (f"({reason})" if reason and reason != "None" else "")
         ended = rows.get(job_id)
         if _state(state) == "COMPLETING" and ended is not None and ended.state in TERMINAL_STATES:
             # A cancelled or finished job stays COMPLETING while its processes are reaped;
             # accounting already knows how it ended, which is what the user asks.
             continue
-        rows[job_id] = JobRow(
-            job_id,
-            _split_id(job_id)[1],
-            kind,
-            short,
-            _run_for(kind, short, job_id, records),
-            _state(state),
-            elapsed,
-            where,
-        )
+        rows[job_id] = _row(job_id, parsed, state, elapsed, where, records)
     # A pending array's placeholder row ("12_[0-3]") duplicates its expanded elements.
     return sorted(rows.values(), key=lambda r: _sort_key(r.job_id))
 

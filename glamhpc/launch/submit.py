@@ -196,17 +196,23 @@ def active_jobs(name: str) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+def refuse_if_active(name: str, what: str, hint: str = "") -> None:
+    """Stop before submitting a second job for a run or sweep that still has one."""
+    running = active_jobs(name)
+    if running:
+        raise LaunchError(f"{what} is already queued or running as job {', '.join(running)}{hint}")
+
+
 def submit_run(plan: RunPlan) -> Submitted:
     """Write the snapshot and submit; on any failure remove what this call created."""
     res = plan.resources
     if res.executor == "slurm":
         require_slurm()
-        running = active_jobs(plan.job_name)
-        if running:
-            raise LaunchError(
-                f"run {plan.run_name} is already queued or running as job {', '.join(running)}; "
-                "cancel it first (glamhpc cancel) or use another --run-name"
-            )
+        refuse_if_active(
+            plan.job_name,
+            f"run {plan.run_name}",
+            "; cancel it first (glamhpc cancel) or use another --run-name",
+        )
     created = _create_dirs(plan.run_dir, plan.folder)
     try:
         _write_text(plan.config_path, to_yaml(plan.cfg))

@@ -46,7 +46,6 @@ from glamhpc.config import (
 )
 from glamhpc.launch import registry
 from glamhpc.launch.executors import (
-    LaunchError,
     make_executor,
     render_sbatch,
     require_slurm,
@@ -57,7 +56,7 @@ from glamhpc.launch.resources import Resources, apply_cli_options, job_name, res
 from glamhpc.launch.submit import (
     LAUNCH_FOLDER,
     _check_name,
-    active_jobs,
+    refuse_if_active,
     run_dir_for,
     tracking_uri,
 )
@@ -320,11 +319,7 @@ def submit_sweep(plan: SweepPlan) -> SubmittedSweep:
     res = plan.resources
     if res.executor == "slurm":
         require_slurm()
-        running = active_jobs(plan.job_name)
-        if running:
-            raise LaunchError(
-                f"sweep {plan.spec.name} is already queued or running as job {', '.join(running)}"
-            )
+        refuse_if_active(plan.job_name, f"sweep {plan.spec.name}")
     created = not plan.folder.exists()
     plan.folder.mkdir(parents=True, exist_ok=True)
     parent: str | None = None

@@ -28,7 +28,7 @@ import torch
 
 from glamhpc import __version__
 from glamhpc.checkpoint import Checkpointer, read_global_state, read_rank_states
-from glamhpc.config import Config, ConfigError, config_from_dict, to_dict, to_yaml
+from glamhpc.config import Config, ConfigError, config_from_dict, read_yaml, to_dict, to_yaml
 from glamhpc.distributed import (
     DistContext,
     env_shard,
@@ -75,7 +75,8 @@ class EpisodeStats:
         self.lengths.append(float(info.length))
         self.kinds.append(str(info.task_kind or "all"))
 
-    def merge(self, others: list[EpisodeStats]) -> EpisodeStats:
+    @staticmethod
+    def merge(others: list[EpisodeStats]) -> EpisodeStats:
         out = EpisodeStats()
         for o in others:
             out.success += o.success
@@ -145,12 +146,10 @@ def run_dir_for(cfg: Config, run_name: str) -> Path:
 
 
 def _check_resume_config(run_dir: Path, cfg: Config) -> None:
-    import yaml
-
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = to_dict(config_from_dict(yaml.safe_load(saved_path.read_text())))
+    saved = to_dict(config_from_dict(read_yaml(saved_path)))
     current = to_dict(cfg)
     changed = [k for k in _FROZEN_ON_RESUME if saved.get(k) != current.get(k)]
     if changed:
@@ -279,6 +278,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one update
     def _score(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and values on CPU in fp32 (acting under no_grad, the update with grads)."""
         logprobs, values = self.policy(prompts)
         return logprobs.float().cpu(), values.float().cpu()
 
@@ -345,7 +345,7 @@ class Trainer:
             self.counters.update,
         )
         stats = ppo_update(
-            self._score_for_update,
+            self._score,
             self.params,
             self.optimizer,
             batch,
@@ -360,10 +360,6 @@ class Trainer:
         stats["return_target_mean"] = float(returns.mean())
         return stats
 
-    def _score_for_update(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        logprobs, values = self.policy(prompts)
-        return logprobs.float().cpu(), values.float().cpu()
-
     def _gather_episodes(self, stats: EpisodeStats) -> EpisodeStats:
         if not self.ctx.distributed:
             return stats
@@ -371,10 +367,11 @@ class Trainer:
 
         gathered: list[Any] = [None] * self.ctx.world_size
         dist.all_gather_object(gathered, stats)
-        return EpisodeStats().merge(gathered)
+        return EpisodeStats.merge(gathered)
 
     def _prompt_tokens(self, prompts: list[str]) -> float:
-        return float(np.mean([len(ids) for ids in self.tokenizer(prompts)["input_ids"]]))
+        # The policy just tokenised these prompts: its cache answers without re-tokenising.
+        return float(np.mean([len(ids) for ids in unwrap(self.policy).tokenize(prompts)]))
 
     # ------------------------------------------------------------------ loop
     def run(self, flag: SignalFlag | None = None) -> Path:
@@ -395,7 +392,7 @@ class Trainer:
         max_updates = cfg.train.max_updates
         peak = _peak(cfg, ctx)
         preempted = False
-        env_snapshot = self.envs.state_dict()
+        env_snapshot: dict[str, Any] = {}
         with _progress(ctx.is_main and cfg.train.progress, cfg) as bar:
             bar.advance_to(self.counters.frames)
             while self.counters.frames < cfg.ppo.total_frames and (
@@ -625,29 +622,13 @@ def _progress(enabled: bool, cfg: Config) -> Iterator[_Bar]:
     if not enabled:
         yield _Bar(None, 0)
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from glamhpc.progress import progress_bar
 
     total = cfg.ppo.total_frames
     if cfg.train.max_updates:
         total = min(total, cfg.train.max_updates * cfg.ppo.steps_per_env * cfg.env.num_envs)
-    columns = (
-        TextColumn("[bold]frames"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("success {task.fields[success]}"),
-        TextColumn("{task.fields[sps]} steps/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as progress:
+    fields = ("success {task.fields[success]}", "{task.fields[sps]} steps/s")
+    with progress_bar("frames", *fields) as progress:
         yield _Bar(progress, total)
 
 

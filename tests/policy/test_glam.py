@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -14,14 +13,6 @@ from glamhpc.policy.glam import GlamPolicy, action_stats
 from glamhpc.policy.scoring import max_paper_probability
 
 from . import REAL_PROMPTS, STANDARD_ACTIONS, load_tiny, prompts
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

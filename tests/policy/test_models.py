@@ -11,7 +11,6 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -33,15 +32,6 @@ from glamhpc.policy.models import (
 )
 
 from . import REAL_PROMPTS, STANDARD_ACTIONS, load_tiny, tiny_dir
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 # ---------------------------------------------------------------------------------------------
 # FLAN-T5 shapes

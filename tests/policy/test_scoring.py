@@ -30,15 +30,6 @@ FAST_PATHS = ("fast", "packed", "cached", "lamorel")
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    # The machine is shared: keep each test on one core (results do not depend on it).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> tuple[Any, Any]:
     return load_tiny()
