@@ -30,13 +30,21 @@ def train(
     if nproc > 0:
         from glamhpc.launch_local import run_torchrun
 
+        if cfg.env.num_envs % nproc:
+            # Checked here so the user gets one line, not one error per rank plus torchrun's.
+            fail(
+                f"env.num_envs={cfg.env.num_envs} does not divide evenly over {nproc} ranks; "
+                f"use a multiple of {nproc}"
+            )
+
         raise typer.Exit(run_torchrun(nproc, config, set_, run_name, cfg))
     from glamhpc.config import ConfigError
+    from glamhpc.policy.models import ModelNotAvailableError
     from glamhpc.rl.trainer import train as run_training
 
     try:
         run_dir = run_training(cfg, run_name)
-    except ConfigError as exc:
+    except (ConfigError, ModelNotAvailableError) as exc:
         fail(str(exc))
     if int(os.environ.get("RANK", "0")) == 0:
         _summary(run_dir)
