@@ -149,11 +149,16 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
         if parsed is None:
             continue
         where = nodes or (f"({reason})" if reason and reason != "None" else "")
-        ended = rows.get(job_id)
-        if _state(state) == "COMPLETING" and ended is not None and ended.state in TERMINAL_STATES:
+        if _state(state) == "COMPLETING":
             # A cancelled or finished job stays COMPLETING while its processes are reaped;
-            # accounting already knows how it ended, which is what the user asks.
-            continue
+            # accounting knows how it ended, which is what the user asks. The listing above can
+            # lag behind the job's own record, so ask for that record as job_state() does.
+            ended = rows.get(job_id)
+            final = ended.state if ended is not None else _accounting_state(job_id)
+            if final in TERMINAL_STATES:
+                if ended is None:
+                    rows[job_id] = _row(job_id, parsed, final, elapsed, where, records)
+                continue
         rows[job_id] = _row(job_id, parsed, state, elapsed, where, records)
     # A pending array's placeholder row ("12_[0-3]") duplicates its expanded elements.
     return sorted(rows.values(), key=lambda r: _sort_key(r.job_id))
@@ -260,6 +265,11 @@ def job_state(job_id: str) -> str:
     if out.strip() and _state(out.splitlines()[0]) != "COMPLETING":
         return _state(out.splitlines()[0])
     # Ended (or ending: COMPLETING says nothing of how): accounting has the final state.
+    return _accounting_state(job_id)
+
+
+def _accounting_state(job_id: str) -> str:
+    """The job's state in Slurm accounting ("" while it has no record yet)."""
     out = slurm_command(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"])
     states = [_state(s) for s in out.splitlines() if s.strip()]
     return states[-1] if states else ""
