@@ -6,6 +6,7 @@ agent (`dist.max_restarts`) works in the same run directory and resumes its late
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def run_torchrun(
 
     name = run_name or default_run_name(cfg)
     cmd = torchrun_command(nproc, config, overrides, name, cfg)
-    proc = subprocess.Popen(cmd)
+    from glamhpc.launch.torchrun import AGENT_ENV
+
+    proc = subprocess.Popen(cmd, env={**os.environ, **AGENT_ENV})
 
     def forward(signum: int, frame: object) -> None:
         proc.send_signal(signum)

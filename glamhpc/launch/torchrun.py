@@ -48,6 +48,15 @@ AGENT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2"
 RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
 
 
+#: Environment of every torchrun agent glamhpc starts. By default (torch >= 2.5) the agent's c10d
+#: rendezvous store is shared with the ranks and outlives a worker restart, so restarted ranks
+#: can read the previous attempt's process-group keys (a dead peer's address: "Gloo
+#: connectFullMesh failed ... Connection refused", pytorch/pytorch#135712). Opting out gives
+#: every rendezvous round a fresh store hosted by its rank 0, so `dist.max_restarts` restarts
+#: reliably.
+AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
 def rank_prefix(rank: int) -> str:
     return RANK_PREFIX_TEMPLATE.replace("${rank}", str(rank))
 
@@ -219,6 +228,7 @@ class TorchrunJob(submitit.helpers.Checkpointable):
     def rank_env(self, spec: RunSpec) -> dict[str, str]:
         env = dict(os.environ)
         env.update(spec.env)
+        env.update(AGENT_ENV)
         env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = RANK_PREFIX_TEMPLATE
         env["PYTHONUNBUFFERED"] = "1"
         # Share the task's CPUs between the node's ranks instead of each rank using them all.
@@ -234,6 +244,7 @@ class TorchrunJob(submitit.helpers.Checkpointable):
 
         extra = {
             **spec.env,
+            **AGENT_ENV,
             "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE,
             "PYTHONUNBUFFERED": "1",
         }

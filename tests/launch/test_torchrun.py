@@ -145,6 +145,8 @@ def test_node_command_from_a_real_slurm_environment(
     env = job.rank_env(_spec(tmp_path))
     assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
     assert env["GLAMHPC_RUN_TAGS"] == '{"a": "b"}'
+    # A restarted worker group must not read the previous attempt's store keys.
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
 
 
 def test_node_command_inside_a_container(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
