@@ -212,25 +212,33 @@ def _eval(args: _Args) -> None:
         console = Console(width=max(console.width, 140))
     results = []
     total = len(specs) * len(items) * plan.episodes
-    with _progress(console.is_terminal and rank == 0, total) as bar:
-        for spec in specs:
-            bar.prefix = f"{spec.label} "
-            if world > 1:
-                result = _distributed(runner, spec, plan, rank, world, bar)
-                if result is None:
-                    continue
-            else:
-                slurm = runner.SlurmOptions(
-                    folder=out_dir / "slurm",
-                    partition=args.partition,
-                    time=args.time_limit,
-                    gpus_per_node=args.gpus_per_node,
-                    cpus_per_task=args.cpus_per_task,
-                )
-                result = runner.evaluate(
-                    spec, plan, args.shards, args.executor, slurm=slurm, progress=bar
-                )
-            results.append(result)
+    try:
+        with _progress(console.is_terminal and rank == 0, total) as bar:
+            for spec in specs:
+                bar.prefix = f"{spec.label} "
+                if world > 1:
+                    result = _distributed(runner, spec, plan, rank, world, bar)
+                    if result is None:
+                        continue
+                else:
+                    slurm = runner.SlurmOptions(
+                        folder=out_dir / "slurm",
+                        partition=args.partition,
+                        time=args.time_limit,
+                        gpus_per_node=args.gpus_per_node,
+                        cpus_per_task=args.cpus_per_task,
+                    )
+                    result = runner.evaluate(
+                        spec, plan, args.shards, args.executor, slurm=slurm, progress=bar
+                    )
+                results.append(result)
+    finally:
+        # An initialised process group left to the interpreter's exit can abort the process
+        # ("terminate called without an active exception", 6 runs in 30 before this).
+        if world > 1:
+            from glamhpc.distributed import shutdown
+
+            shutdown()
     if rank != 0:
         return
 

@@ -350,6 +350,9 @@ def evaluate_distributed(
     mine = run_shard(ShardTask(agent, plan, rank, world_size), progress=progress)
     gathered: list[Any] | None = [None] * world_size if rank == 0 else None
     dist.gather_object(mine, gathered, dst=0)
+    # Rank 0 reaches the barrier only once it holds every shard: no rank tears its connections
+    # down (shutdown) while rank 0 is still receiving.
+    dist.barrier()
     if rank != 0:
         return None
     assert gathered is not None
