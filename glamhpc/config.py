@@ -398,6 +398,16 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return result
 
 
+def env_split_problem(num_envs: int, ranks: int) -> str | None:
+    """Why ``num_envs`` cannot be sharded evenly over ``ranks`` ranks; None when it can."""
+    if num_envs % ranks == 0:
+        return None
+    return (
+        f"env.num_envs={num_envs} does not divide evenly over {ranks} ranks; "
+        f"use a multiple of {ranks}"
+    )
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping with a clear error for a missing or malformed file."""
     p = Path(path)

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from glamhpc.config import ConfigError, DistConfig
+from glamhpc.config import ConfigError, DistConfig, env_split_problem
 
 
 @dataclass
@@ -105,11 +105,9 @@ def shutdown() -> None:
 
 def env_shard(num_envs: int, ctx: DistContext) -> tuple[int, int]:
     """(first global env index, number of envs) owned by this rank."""
-    if num_envs % ctx.world_size:
-        raise ConfigError(
-            f"env.num_envs={num_envs} does not divide evenly over {ctx.world_size} ranks; "
-            f"use a multiple of {ctx.world_size}"
-        )
+    problem = env_split_problem(num_envs, ctx.world_size)
+    if problem:
+        raise ConfigError(problem)
     per_rank = num_envs // ctx.world_size
     return ctx.rank * per_rank, per_rank
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from glamhpc.config import Config
+from glamhpc.config import Config, env_split_problem
 
 GB = 1e9
 # Typical prompt length in tokens at the paper's 3-observation history (measured on MixedTrainLocal
@@ -127,11 +127,9 @@ def make_plan(cfg: Config, nodes: int, gpus_per_node: int, gpu_mem_gb: float = 8
     per_node = gpus_per_node if gpus_per_node > 0 else cfg.launch.nproc_per_node
     world = nodes * per_node
     problems: list[str] = []
-    if cfg.env.num_envs % world:
-        problems.append(
-            f"env.num_envs={cfg.env.num_envs} does not divide over {world} ranks: "
-            f"use a multiple of {world}"
-        )
+    split = env_split_problem(cfg.env.num_envs, world) if world else None
+    if split:
+        problems.append(split)
     per_rank = cfg.env.num_envs // world if world else 0
     ranks = [
         RankPlan(n, lr, n * per_node + lr, (n * per_node + lr) * per_rank, per_rank)

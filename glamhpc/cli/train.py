@@ -28,14 +28,13 @@ def train(
     """Train a GLAM agent (PPO on BabyAI-Text); re-running with the same --run-name resumes."""
     cfg = load_or_exit(config, set_)
     if nproc > 0:
+        from glamhpc.config import env_split_problem
         from glamhpc.launch_local import run_torchrun
 
-        if cfg.env.num_envs % nproc:
+        problem = env_split_problem(cfg.env.num_envs, nproc)
+        if problem:
             # Checked here so the user gets one line, not one error per rank plus torchrun's.
-            fail(
-                f"env.num_envs={cfg.env.num_envs} does not divide evenly over {nproc} ranks; "
-                f"use a multiple of {nproc}"
-            )
+            fail(problem)
 
         raise typer.Exit(run_torchrun(nproc, config, set_, run_name, cfg))
     from glamhpc.config import ConfigError

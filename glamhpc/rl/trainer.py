@@ -165,7 +165,7 @@ class Trainer:
     def __init__(self, cfg: Config, run_name: str | None, ctx: DistContext) -> None:
         from glamhpc.envs.batch import EnvBatch
         from glamhpc.policy.glam import GlamPolicy
-        from glamhpc.policy.models import load_model
+        from glamhpc.policy.models import count_params, load_model
 
         self.cfg = cfg
         self.ctx = ctx
@@ -202,7 +202,7 @@ class Trainer:
         if cfg.model.lora.enabled:
             model = _apply_lora(model, cfg)
         self.tokenizer = tokenizer
-        self.num_params = sum(p.numel() for p in model.parameters())
+        self.num_params = count_params(model)
         self.shape = T5Shape.from_config(model.config)
         policy = GlamPolicy(
             model,
