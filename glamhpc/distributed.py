@@ -12,13 +12,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from glamhpc.config import ConfigError, DistConfig, env_split_problem
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,6 +59,25 @@ class DistContext:
         if not self.distributed:
             return flag
         return bool(self.all_reduce_sum(torch.tensor([1.0 if flag else 0.0]))[0] > 0)
+
+    def all_gather_objects(self, obj: T) -> list[T]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def gather_objects_to_main(self, obj: T) -> list[T] | None:
+        """Every rank's ``obj`` in rank order on rank 0 (None elsewhere), then a barrier: rank 0
+        reaches it only once it holds everything, so no rank tears its connections down while
+        rank 0 is still receiving."""
+        if not self.distributed:
+            return [obj]
+        gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, gathered, dst=0)
+        dist.barrier()
+        return gathered
 
     def broadcast_object(self, obj: Any) -> Any:
         if not self.distributed:
