@@ -24,7 +24,7 @@ import torch
 
 from glamhpc.config import load_config
 from glamhpc.envs.batch import EnvBatch
-from glamhpc.episodes import (
+from glamhpc.evaluate.episodes import (
     TEST_SEED_BASE,
     run_episodes,
     shuffle_between_envs,

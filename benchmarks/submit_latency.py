@@ -29,6 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from glamhpc.config import load_config
+from glamhpc.rundir import RunDir
+from glamhpc.tracking import JOURNAL
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out" / "submit_latency"
 CONFIG = REPO / "configs" / "quickstart.yaml"
@@ -56,7 +60,7 @@ def glamhpc(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 def first_step_time(run_dir: Path, started: float, timeout_s: float = 300) -> float:
     """Epoch seconds of the first training step (the journal's first record)."""
-    journal = run_dir / "logs" / "metrics.jsonl"
+    journal = run_dir / JOURNAL
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if journal.is_file():
@@ -73,13 +77,18 @@ def overrides(uri: str) -> list[str]:
     return [*TINY, f"tracking.uri={uri}"]
 
 
+def run_dir_of(name: str, uri: str) -> Path:
+    """Where the run named ``name`` writes, for commands started in OUT (glamhpc.rundir)."""
+    return RunDir.of(load_config(str(CONFIG), overrides(uri)), name, OUT).path
+
+
 def time_glamhpc(index: int, uri: str, env: dict[str, str]) -> float:
     name = f"glamhpc-{index}"
     sets = [a for o in overrides(uri) for a in ("--set", o)]
     started = time.time()
     out = glamhpc("submit", str(CONFIG), *sets, "--executor", "slurm", "--run-name", name, env=env)
     job_id = out.stdout.split()[2]
-    step = first_step_time(OUT / "runs" / "quickstart" / name, started)
+    step = first_step_time(run_dir_of(name, uri), started)
     subprocess.run(["scancel", job_id], check=False)
     return step - started
 
@@ -113,7 +122,7 @@ def time_sbatch(index: int, uri: str, env: dict[str, str]) -> float:
         check=True,
     )
     job_id = out.stdout.strip().split(";")[0]
-    step = first_step_time(OUT / "runs" / "quickstart" / name, started)
+    step = first_step_time(run_dir_of(name, uri), started)
     subprocess.run(["scancel", job_id], check=False)
     return step - started
 

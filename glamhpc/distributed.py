@@ -79,6 +79,14 @@ class DistContext:
         dist.barrier()
         return gathered
 
+    def env_slice(self, num_envs_global: int) -> tuple[int, int]:
+        """(first global env index, num_envs_local) of this rank: envs split evenly."""
+        problem = env_split_problem(num_envs_global, self.world_size)
+        if problem:
+            raise ConfigError(problem)
+        num_envs_local = num_envs_global // self.world_size
+        return self.rank * num_envs_local, num_envs_local
+
     def broadcast_object(self, obj: Any) -> Any:
         if not self.distributed:
             return obj
@@ -122,15 +130,6 @@ def init_distributed(cfg: DistConfig, device_preference: str = "auto") -> DistCo
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def env_shard(num_envs: int, ctx: DistContext) -> tuple[int, int]:
-    """(first global env index, number of envs) owned by this rank."""
-    problem = env_split_problem(num_envs, ctx.world_size)
-    if problem:
-        raise ConfigError(problem)
-    per_rank = num_envs // ctx.world_size
-    return ctx.rank * per_rank, per_rank
 
 
 def _t5_blocks(module: nn.Module) -> list[nn.Module]:

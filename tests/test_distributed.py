@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -175,3 +176,34 @@ def test_restart_resumes_from_latest_checkpoint(tmp_path):
     result = _run(reference, "ref", 0, "train.max_updates=4")
     assert result.returncode == 0
     _assert_close(_load(reference / "quickstart" / "ref", 4), _load(run, 4), atol=1e-5)
+
+
+def test_usr2_to_local_multi_rank_run_checkpoints_every_rank_and_leaves_no_orphan(tmp_path):
+    """`train --nproc 2` goes through the node launcher: USR2 to the command reaches both ranks
+    through torchrun's agent, each saves its part, and nothing of the process tree survives."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = _cmd(tmp_path, "usr2", 2, "train.max_updates=500", "train.checkpoint_every=1000")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    run = tmp_path / "quickstart" / "usr2"
+    deadline = time.monotonic() + 180
+    # config.yaml is written after the model loaded, with the signal handler long installed.
+    while not (run / "config.yaml").exists():
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the ranks did not start in time"
+        time.sleep(0.1)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    assert sum("glamhpc" in " ".join(p.cmdline()) for p in tree) >= 3  # launcher + 2 ranks
+    proc.send_signal(signal.SIGUSR2)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    assert (run / "PREEMPTED").is_file() and not (run / "DONE").exists()
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    ranks = sorted(p.name for p in (run / "checkpoints" / latest).glob("rank*.json"))
+    assert ranks == ["rank00000.json", "rank00001.json"]
+    # The launcher wrote the resolved config the ranks read.
+    assert (run / "launch" / "config.yaml").is_file()
+    time.sleep(1)
+    alive = [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], alive

@@ -11,6 +11,7 @@ import typer
 from glamhpc import containers
 from glamhpc.cli import app
 from glamhpc.cli.common import fail, load_or_exit
+from glamhpc.policy import hubcache
 
 _ENGINES = ", ".join(containers.BUILD_PREFERENCE)
 
@@ -70,7 +71,7 @@ def build(
                 raise containers.ContainerError(f"unknown engine '{engine}': use one of {_ENGINES}")
         else:
             chosen = containers.choose_engine(engine, containers.BUILD_PREFERENCE)
-        if bake_model == "tiny-t5":
+        if bake_model == hubcache.TINY_T5:
             raise containers.ContainerError(
                 "tiny-t5 is built offline on first use (about a second): there is nothing to bake"
             )
@@ -86,9 +87,9 @@ def build(
         )
         model = None
         if bake_model is not None:
-            model = containers.inspect_cached_model(bake_model, cache)
+            model = hubcache.inspect_cached_model(bake_model, cache)
             if not model.complete:
-                where = containers.hub_cache_dir(cache)
+                where = hubcache.hub_cache_dir(cache)
                 raise containers.ContainerError(
                     f"--bake-model {bake_model}: not complete in {where} "
                     f"(missing: {', '.join(model.missing)}). Fetch it first: glamhpc models "
@@ -130,7 +131,7 @@ def doctor(
     from rich.console import Console
     from rich.table import Table
 
-    from glamhpc.doctor import failed, run_checks
+    from glamhpc.launch.doctor import failed, run_checks
 
     cfg = load_or_exit(config, overrides)
     checks = run_checks(cfg)

@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from glamhpc.cli import app
 from glamhpc.cli.common import fail
 from glamhpc.config import EvalConfig
+
+if TYPE_CHECKING:
+    from glamhpc.evaluate.agents import AgentSpec
+    from glamhpc.evaluate.runner import EvalPlan, EvalResult
+    from glamhpc.launch.eval_array import EvalArrayOptions
 
 _EVAL_DEFAULTS = EvalConfig()
 
@@ -47,7 +52,7 @@ def _progress(enabled: bool, total: int) -> Iterator[_Progress]:
     if not enabled:
         yield _Progress(None, 0)
         return
-    from glamhpc.progress import progress_bar
+    from glamhpc.ui.progress import progress_bar
 
     with progress_bar("episodes", "{task.fields[item]}", transient=True) as progress:
         yield _Progress(progress, total)
@@ -217,17 +222,11 @@ def _eval(args: _Args) -> None:
             for spec in specs:
                 bar.prefix = f"{spec.label} "
                 if world > 1:
-                    result = _distributed(runner, spec, plan, rank, world, bar)
+                    result = _distributed(spec, plan, bar)
                     if result is None:
                         continue
                 else:
-                    slurm = runner.SlurmOptions(
-                        folder=out_dir / "slurm",
-                        partition=args.partition,
-                        time=args.time_limit,
-                        gpus_per_node=args.gpus_per_node,
-                        cpus_per_task=args.cpus_per_task,
-                    )
+                    slurm = _array_options(args, out_dir) if args.executor == "slurm" else None
                     result = runner.evaluate(
                         spec, plan, args.shards, args.executor, slurm=slurm, progress=bar
                     )
@@ -275,12 +274,26 @@ def _eval(args: _Args) -> None:
         )
 
 
-def _distributed(runner: Any, spec: Any, plan: Any, rank: int, world: int, bar: Any) -> Any:
+def _array_options(args: _Args, out_dir: Path) -> EvalArrayOptions:
+    """Resources of each array task of ``--executor slurm``; files go to ``<out>/slurm``."""
+    from glamhpc.launch.eval_array import EvalArrayOptions
+
+    return EvalArrayOptions(
+        folder=out_dir / "slurm",
+        partition=args.partition,
+        time=args.time_limit,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+    )
+
+
+def _distributed(spec: AgentSpec, plan: EvalPlan, bar: _Progress) -> EvalResult | None:
     """This rank's shard under torchrun (rank 0 returns the merged result)."""
     from glamhpc.config import DistConfig
     from glamhpc.distributed import init_distributed
+    from glamhpc.evaluate.runner import evaluate_distributed
 
     ctx = init_distributed(DistConfig(), spec.device)
     # Each rank scores on its own GPU (LOCAL_RANK), not on the first one "auto" would pick.
     local = replace(spec, device=str(ctx.device))
-    return runner.evaluate_distributed(local, plan, rank, world, progress=bar)
+    return evaluate_distributed(local, plan, ctx, progress=bar)

@@ -90,7 +90,9 @@ def submit(
     constraint: str = _O_CONSTRAINT,
     container: str = _O_CONTAINER,
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the plan and the batch script; submit nothing."
+        False,
+        "--dry-run",
+        help="Print the plan (ranks, per-rank memory, resources, batch script); submit nothing.",
     ),
 ) -> None:
     """Submit one training run (torchrun on every node, requeued on preemption/time limit)."""
@@ -115,7 +117,7 @@ def submit(
         cfg = apply_cli_options(cfg, **options)
         plan = plan_run(cfg, run_name)
         if dry_run:
-            typer.echo(format_plan(plan))
+            typer.echo(format_plan(plan, memory=True))
             return
         submitted = submit_run(plan)
     except _launch_errors() as exc:
@@ -218,7 +220,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
 ) -> None:
     """Print a job's output: every node's log, or one rank's lines."""
-    from glamhpc.launch.jobs import follow_logs, read_logs, resolve_log_target
+    from glamhpc.launch.logs import follow_logs, read_logs, resolve_log_target
 
     try:
         target = resolve_log_target(job)
@@ -238,7 +240,7 @@ def cancel(
     target: str = typer.Argument(..., help="Job id, array element, run name or sweep name."),
 ) -> None:
     """Cancel a job, an array element, or a whole sweep (its parent run is closed as KILLED)."""
-    from glamhpc.launch.jobs import cancel as cancel_jobs
+    from glamhpc.launch.cancel import cancel as cancel_jobs
 
     try:
         done = cancel_jobs(target)

@@ -46,12 +46,14 @@ def prefetch(
     cache: Path | None = _CACHE_OPT,
 ) -> None:
     """Download a model's config, weights and tokenizer into the local cache."""
-    from glamhpc.policy import models
+    from glamhpc.policy import hubcache
 
-    if name == models.TINY_T5:
-        typer.echo(str(models.build_tiny_t5(cache)))
+    if name == hubcache.TINY_T5:
+        from glamhpc.policy.tiny import build_tiny_t5
+
+        typer.echo(str(build_tiny_t5(cache)))
         return
-    if models.hf_offline():
+    if hubcache.hf_offline():
         _fail(
             f"cannot prefetch {name!r}: HF_HUB_OFFLINE is set. Run this command on a machine with "
             "internet access (unset HF_HUB_OFFLINE), then copy or share its HF cache."
@@ -96,28 +98,30 @@ def info(
     """Show parameters, shapes, memory needs and whether the model is cached locally."""
     import torch
 
-    from glamhpc.policy import models
+    from glamhpc.policy import hubcache, tiny
+    from glamhpc.policy.models import count_params
+    from glamhpc.policy.t5 import build_from_config, is_flan, t5_config_for
 
     lines = [f"model: {name}"]
-    if name == models.TINY_T5:
-        folder = models.tiny_t5_dir(cache)
+    if name == hubcache.TINY_T5:
+        folder = tiny.tiny_t5_dir(cache)
         built = folder.is_dir()
         if built:
             from transformers import AutoConfig
 
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
         else:
-            config = models.tiny_t5_config(vocab_size=1)  # the vocab is known after the build
+            config = tiny.tiny_t5_config(vocab_size=1)  # the vocab is known after the build
         with torch.device("meta"):
-            params = models.count_params(models.build_from_config(config))
+            params = count_params(build_from_config(config))
         lines += _describe(config, params)
         state = f"yes ({folder})" if built else "no (built on first use, or `models build-tiny`)"
         lines.append(f"cached locally: {state}")
     else:
         local = Path(name).expanduser()
         config = None
-        if name in models.FLAN_T5_SHAPES or f"google/{name}" in models.FLAN_T5_SHAPES:
-            config = models.t5_config_for(name)
+        if is_flan(name):
+            config = t5_config_for(name)
         else:
             from transformers import AutoConfig
 
@@ -128,12 +132,12 @@ def info(
             except (OSError, ValueError) as err:
                 _fail(f"no config for {name!r} on this machine ({_first_line(err)})")
         with torch.device("meta"):
-            params = models.count_params(models.build_from_config(config))
+            params = count_params(build_from_config(config))
         lines += _describe(config, params)
         if local.is_dir():
             lines.append(f"cached locally: local folder {local}")
         else:
-            cached = models.is_cached_locally(name, cache)
+            cached = hubcache.is_cached_locally(name, cache)
             hint = "" if cached else f" (run `glamhpc models prefetch {name}` with internet)"
             lines.append(f"cached locally: {'yes' if cached else 'no'}{hint}")
     for line in lines:
@@ -143,6 +147,6 @@ def info(
 @models_app.command("build-tiny")
 def build_tiny(cache: Path | None = _CACHE_OPT) -> None:
     """Build (once) the offline tiny-t5 model and tokenizer and print its folder."""
-    from glamhpc.policy import models
+    from glamhpc.policy.tiny import build_tiny_t5
 
-    typer.echo(str(models.build_tiny_t5(cache)))
+    typer.echo(str(build_tiny_t5(cache)))

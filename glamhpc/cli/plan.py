@@ -1,4 +1,5 @@
-"""`glamhpc plan`: ranks, env shards and per-GPU memory; refuses infeasible combinations."""
+"""`glamhpc plan`: the launch plan's ranks, env shards and per-GPU memory; refuses combinations
+that cannot fit (`glamhpc submit --dry-run` prints the same ranks and memory with the job)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ def plan(
     gpu_mem_gb: float = typer.Option(80.0, "--gpu-mem-gb", help="Memory of one GPU (H100: 80)."),
 ) -> None:
     """Dry run: print the ranks, env shards and per-GPU memory, and check they fit."""
-    from glamhpc.plan import make_plan
+    from glamhpc.launch.plan import check_capacity
 
     cfg = load_or_exit(config, set_)
     n = nodes if nodes is not None else cfg.launch.nodes
     g = gpus_per_node if gpus_per_node is not None else cfg.launch.gpus_per_node
-    result = make_plan(cfg, n, g, gpu_mem_gb)
+    result = check_capacity(cfg, n, g, gpu_mem_gb)
     console = Console()
     ranks = Table("node", "local rank", "rank", "envs", title=f"{result.world_size} rank(s)")
     for r in result.ranks:

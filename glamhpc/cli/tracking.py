@@ -116,7 +116,7 @@ def report_cmd(
     One line per group (mean over its runs, band: std or min-max), success rate vs environment
     frames. For a sweep (its parent run id) the files are also logged to the parent run.
     """
-    from glamhpc.report import build_report, to_markdown
+    from glamhpc.report import build_report, groups_markdown
     from glamhpc.tracking import TrackingError
 
     _quiet_mlflow()
@@ -124,7 +124,7 @@ def report_cmd(
         result = build_report(target, uri, group_by, out, metric, spread, smooth)
     except TrackingError as exc:
         fail(str(exc))
-    typer.echo(to_markdown(result.rows, metric))
+    typer.echo(groups_markdown(result.rows, metric))
     typer.echo(f"wrote {result.png}, {result.markdown}, {result.csv}")
     if result.parent_run_id:
         typer.echo(f"logged to the sweep's parent run {result.parent_run_id} (artifacts: report/)")

@@ -28,15 +28,18 @@ def train(
     """Train a GLAM agent (PPO on BabyAI-Text); re-running with the same --run-name resumes."""
     cfg = load_or_exit(config, set_)
     if nproc > 0:
-        from glamhpc.config import env_split_problem
-        from glamhpc.launch_local import run_torchrun
+        from glamhpc.config import ConfigError, env_split_problem
+        from glamhpc.launch.local import run_local
 
         problem = env_split_problem(cfg.env.num_envs, nproc)
         if problem:
             # Checked here so the user gets one line, not one error per rank plus torchrun's.
             fail(problem)
-
-        raise typer.Exit(run_torchrun(nproc, config, set_, run_name, cfg))
+        try:
+            code = run_local(cfg, run_name, nproc)
+        except ConfigError as exc:  # a bad --run-name
+            fail(str(exc))
+        raise typer.Exit(code)
     from glamhpc.config import ConfigError
     from glamhpc.policy.models import ModelNotAvailableError
     from glamhpc.rl.trainer import train as run_training
@@ -55,9 +58,10 @@ def _summary(run_dir: Path) -> None:
     from rich.table import Table
 
     from glamhpc.checkpoint import Checkpointer, read_global_state
+    from glamhpc.rundir import RunDir
 
     console = Console()
-    latest = Checkpointer(run_dir / "checkpoints").find_latest()
+    latest = Checkpointer(RunDir(run_dir).checkpoints).find_latest()
     history = read_global_state(latest).get("history", []) if latest else []
     if history:
         table = Table(
@@ -81,7 +85,8 @@ def _summary(run_dir: Path) -> None:
             )
         console.print(table)
     console.print(f"run directory: {run_dir}")
-    state = "finished" if (run_dir / "DONE").exists() else "stopped (resume with the same command)"
+    done = RunDir(run_dir).is_done()
+    state = "finished" if done else "stopped (resume with the same command)"
     console.print(f"state: {state}; compare runs with `glamhpc runs` or `mlflow ui`")
 
 
@@ -104,3 +109,33 @@ def show_config(
         Console().print(table)
         return
     sys.stdout.write(to_yaml(load_or_exit(config, set_)))
+
+
+@app.command("node", hidden=True)
+def node(
+    config: str = typer.Argument(..., help="YAML config of the run."),
+    run_name: str = typer.Option(..., "--run-name", "-n", help="The run's name."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", min=1, help="Ranks on this node."),
+    max_restarts: int = typer.Option(0, "--max-restarts", min=0, help="torchrun restarts."),
+    shutdown_timeout: int = typer.Option(
+        105, "--shutdown-timeout", min=1, help="Seconds the ranks get to save after a signal."
+    ),
+    print_run_dir: bool = typer.Option(
+        False, "--print-run-dir", help="Only print the run directory and exit."
+    ),
+) -> None:
+    """One node of a plain `sbatch` job (slurm/templates/glamhpc.sbatch): torchrun's agent."""
+    from glamhpc.config import ConfigError
+    from glamhpc.launch.slurm_node import NodeError, run_slurm_node
+    from glamhpc.rundir import RunDir
+
+    cfg = load_or_exit(config, [])
+    try:
+        run = RunDir.of(cfg, run_name, Path.cwd())
+        if print_run_dir:
+            sys.stdout.write(f"{run.path}\n")
+            return
+        code = run_slurm_node(config, run_name, nproc_per_node, max_restarts, shutdown_timeout)
+    except (ConfigError, NodeError) as exc:
+        fail(str(exc))
+    raise typer.Exit(code)

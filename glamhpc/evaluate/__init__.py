@@ -1,10 +1,13 @@
 """Evaluation on the GLAM paper's generalization suites (`glamhpc eval`).
 
+- `episodes`: the episode player (fixed quotas per env stream, the shared action sampler);
 - `agents`: what is evaluated (checkpoint, zero-shot model, random agent, BabyAI bot);
 - `runner`: suite items x episodes on deterministic test seeds, split into shards and merged;
 - `shards`: the pure split / merge of episodes over ranks or array tasks;
 - `stats`: Wilson intervals, per-item rows, CSV / markdown, metric names;
-- `report`: the printed table, the files and the MLflow logging.
+- `report`: the printed table, the files and the MLflow logging (`glamhpc.tracking.evals`).
+
+Slurm arrays of shards are submitted by `glamhpc.launch.eval_array`.
 """
 
 from glamhpc.evaluate.agents import AgentSpec, EvalError, baseline_spec, checkpoint_spec, model_spec

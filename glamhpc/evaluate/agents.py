@@ -11,13 +11,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from glamhpc.envs.actions import action_texts, env_actions
 from glamhpc.envs.suites import SuiteItem
-from glamhpc.episodes import EnvAgent, PolicyFn, uniform_policy
+from glamhpc.evaluate.episodes import EnvAgent, PromptScorer, uniform_policy
+
+if TYPE_CHECKING:
+    from glamhpc.envs.batch import EnvBatch, StepResult
 
 __all__ = [
     "AgentSpec",
@@ -177,33 +180,28 @@ def run_spec(run_id: str, uri: str, download_to: Path, **options: Any) -> AgentS
     Raises:
         EvalError: unknown run, unreachable store, or a run without an exported model.
     """
-    from glamhpc.tracking.uri import TrackingError, client, probe, short_error
+    from glamhpc.tracking.evals import download_artifacts, read_run
+    from glamhpc.tracking.uri import TrackingError
 
     try:
-        probe(uri)
+        run = read_run(uri, run_id)
     except TrackingError as exc:
         raise EvalError(str(exc)) from None
-    mlflow = client(uri)
-    try:
-        run = mlflow.get_run(run_id)
-    except Exception as exc:  # MlflowException: RESOURCE_DOES_NOT_EXIST and friends
-        raise EvalError(f"no MLflow run {run_id!r} at {uri} ({short_error(exc)})") from None
-    run_dir = run.data.tags.get("run_dir")
-    label = run.info.run_name or run_id[:8]
+    run_dir = run.tags.get("run_dir")
+    label = run.name or run_id[:8]
     if run_dir and (Path(run_dir) / "model" / META_FILE).is_file():
         return replace(checkpoint_spec(run_dir, run_id=run_id, **options), label=label)
     target = download_to / run_id
-    if not (target / "model" / META_FILE).is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            mlflow.download_artifacts(run_id, "model", str(target))
-        except Exception:  # no such artifact: not finished, or tracking.log_model=false
-            raise EvalError(
-                f"MLflow run {run_id!r} has no exported model: its run dir "
-                f"{run_dir or '(unknown)'} has no model/ here and it logged no `model` artifact "
-                "(training unfinished, or tracking.log_model=false); evaluate the run dir with "
-                "--checkpoint where it lives"
-            ) from None
+    if not (target / "model" / META_FILE).is_file() and not download_artifacts(
+        uri, run_id, "model", target
+    ):
+        # No such artifact: training unfinished, or tracking.log_model=false.
+        raise EvalError(
+            f"MLflow run {run_id!r} has no exported model: its run dir "
+            f"{run_dir or '(unknown)'} has no model/ here and it logged no `model` artifact "
+            "(training unfinished, or tracking.log_model=false); evaluate the run dir with "
+            "--checkpoint where it lives"
+        )
     spec = checkpoint_spec(target / "model", run_id=run_id, **options)
     return replace(
         spec, label=label, run_dir=run_dir if run_dir and Path(run_dir).is_dir() else None
@@ -266,19 +264,19 @@ class BotAgent:
         self.bots: list[Any] = []
         self.taken: list[int | None] = []
         self.errors = 0
-        self._envs: Any = None
+        self._envs: EnvBatch | None = None
 
     def _new_bot(self, env: Any) -> Any:
         from minigrid.utils.baby_ai_bot import BabyAIBot
 
         return BabyAIBot(env)
 
-    def begin(self, envs: Any) -> None:
+    def begin(self, envs: EnvBatch) -> None:
         self._envs = envs
         self.bots = [self._new_bot(env) for env in envs.envs]
         self.taken = [None] * envs.num_envs
 
-    def logprobs(self, envs: Any, active: list[int], prompts: list[str]) -> np.ndarray:
+    def logprobs(self, envs: EnvBatch, active: list[int], prompts: list[str]) -> np.ndarray:
         out = np.full((len(active), len(self.env_actions)), -np.inf)
         for row, i in enumerate(active):
             try:
@@ -289,7 +287,8 @@ class BotAgent:
             out[row, self.candidate.get(suggestion, 0)] = 0.0
         return out
 
-    def after_step(self, actions: Sequence[int], step: Any) -> None:
+    def after_step(self, actions: Sequence[int], step: StepResult) -> None:
+        assert self._envs is not None, "begin() first"
         self.taken = [self.env_actions[a] for a in actions]
         for info in step.episodes:
             i = info.env_index
@@ -305,7 +304,7 @@ class LoadedAgent:
     model: Any = None
     tokenizer: Any = None
 
-    def policy_for(self, texts: Sequence[str], item: SuiteItem) -> PolicyFn | EnvAgent:
+    def policy_for(self, texts: Sequence[str], item: SuiteItem) -> PromptScorer | EnvAgent:
         """Policy scoring the candidates ``texts`` (the EnvBatch's action texts for ``item``)."""
         if self.spec.kind == "random":
             return uniform_policy(len(texts))
@@ -326,7 +325,7 @@ class LoadedAgent:
         )
 
         @torch.inference_mode()
-        def score(prompts: list[str]) -> Any:
+        def score(prompts: list[str]) -> torch.Tensor:
             return policy(prompts)[0]
 
         return score

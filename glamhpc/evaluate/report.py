@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,40 +143,28 @@ def log_to_mlflow(
     Raises:
         glamhpc.tracking.TrackingError: the store cannot be reached (one line).
     """
-    from mlflow.entities import Metric, Param, RunTag
+    from glamhpc.tracking.evals import EvalLog, log_evaluation
 
-    from glamhpc.tracking.runs import get_or_create_experiment
-    from glamhpc.tracking.uri import client, probe
-
-    probe(uri)
-    mlflow = client(uri)
     agent = result.agent
-    step = agent.frames or 0
-    now = int(time.time() * 1000)
-    values = [Metric(k, v, now, step) for k, v in sorted(metrics(result.rows()).items())]
     tags = {
         "glamhpc.eval.agent": agent.label,
         "glamhpc.eval.source": agent.source,
         "glamhpc.eval.last": tag,
     }
-    run_id = agent.run_id
-    if run_id is None:
-        experiment = get_or_create_experiment(mlflow, EVAL_EXPERIMENT, uri)
-        run = mlflow.create_run(experiment, run_name=f"eval-{agent.label}-{tag}")
-        run_id = str(run.info.run_id)
-        mlflow.log_batch(run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
-        if agent.run_dir:
-            from glamhpc.tracking import read_run_id
+    if agent.run_id is None and agent.run_dir:
+        # A new eval run of a checkpoint points back at the run that trained it.
+        from glamhpc.tracking import read_run_id
 
-            trained = read_run_id(Path(agent.run_dir))
-            if trained:
-                tags["glamhpc.eval.trained_run"] = trained
-    # MLflow caps a batch at 1000 metrics; a paper suite logs ~110.
-    for i in range(0, len(values), 1000):
-        mlflow.log_batch(run_id, metrics=values[i : i + 1000])
-    mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    for path in files:
-        mlflow.log_artifact(run_id, str(path), artifact_path=f"eval/{tag}")
-    if agent.run_id is None:
-        mlflow.set_terminated(run_id, "FINISHED")
-    return run_id
+        trained = read_run_id(Path(agent.run_dir))
+        if trained:
+            tags["glamhpc.eval.trained_run"] = trained
+    log = EvalLog(
+        metrics=metrics(result.rows()),
+        step=agent.frames or 0,
+        tags=tags,
+        files=files,
+        artifact_path=f"eval/{tag}",
+        params=params,
+        run_name=f"eval-{agent.label}-{tag}",
+    )
+    return log_evaluation(uri, log, agent.run_id, EVAL_EXPERIMENT)

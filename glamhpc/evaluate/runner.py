@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from glamhpc.envs.suites import SUITES, SuiteItem, get_suite
-from glamhpc.episodes import TEST_SEED_BASE, Episode, play_episodes, stream_quotas
 from glamhpc.evaluate.agents import AgentSpec, EvalError, LoadedAgent, check_compatible, load_agent
+from glamhpc.evaluate.episodes import TEST_SEED_BASE, Episode, play_episodes, stream_quotas
 from glamhpc.evaluate.shards import merge_shards, shard_streams
 from glamhpc.evaluate.stats import ItemSummary, KindSummary, kind_summaries, summarize
+
+if TYPE_CHECKING:
+    from glamhpc.distributed import DistContext
+    from glamhpc.launch.eval_array import EvalArrayOptions
 
 __all__ = [
     "LEVEL_SUITE",
@@ -249,25 +252,12 @@ def check_plan(agent: AgentSpec, plan: EvalPlan) -> None:
         check_compatible(agent, entry.item)
 
 
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Resources of each array task of ``--executor slurm``."""
-
-    folder: Path
-    partition: str | None = None
-    time: str | None = None
-    gpus_per_node: int = 0
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    account: str | None = None
-
-
 def evaluate(
     agent: AgentSpec,
     plan: EvalPlan,
     shards: int = 1,
     executor: str = "local",
-    slurm: SlurmOptions | None = None,
+    slurm: EvalArrayOptions | None = None,
     loaded: LoadedAgent | None = None,
     progress: ProgressFn | None = None,
 ) -> EvalResult:
@@ -298,38 +288,25 @@ def evaluate(
 
 
 def submit_slurm(
-    tasks: Sequence[ShardTask], options: SlurmOptions
+    tasks: Sequence[ShardTask], options: EvalArrayOptions
 ) -> list[dict[str, list[Episode]]]:
     """Run ``tasks`` as a Slurm array job (one task per shard) and return their outputs.
 
     submitit pickles each ShardTask to the shared job folder; array tasks load the agent
-    themselves. Resources follow glamhpc's launch rules (`glamhpc.launch.resources`).
+    themselves. `glamhpc.launch.eval_array` submits the array and records it, so `glamhpc jobs`
+    lists it and `glamhpc cancel` stops it.
     """
-    from glamhpc.config import ConfigError, load_config
-    from glamhpc.launch.executors import LaunchError, make_executor, sbatch_errors
-    from glamhpc.launch.resources import apply_cli_options, job_name, resolve
+    from glamhpc.config import ConfigError
+    from glamhpc.launch.eval_array import submit_eval_array
+    from glamhpc.launch.executors import LaunchError
 
     try:
-        cfg = apply_cli_options(
-            load_config(None, []),
-            executor="slurm",
-            partition=options.partition,
-            time=options.time,
-            gpus_per_node=options.gpus_per_node,
-            cpus_per_task=options.cpus_per_task,
-            mem=options.mem,
-            account=options.account,
-        )
-        resources = resolve(cfg)
-        name = job_name("eval", tasks[0].agent.label)
-        executor = make_executor(resources, options.folder, name, array_parallelism=len(tasks))
-        with sbatch_errors():
-            jobs = executor.map_array(run_shard, list(tasks))
+        array = submit_eval_array(run_shard, tasks, tasks[0].agent.label, options)
     except (ConfigError, LaunchError) as exc:
         raise EvalError(str(exc)) from None
-    print(f"submitted {len(jobs)} array tasks (job {jobs[0].job_id.split('_')[0]}); waiting")
+    print(f"submitted {len(array.jobs)} array tasks (job {array.job_id}); waiting")
     try:
-        return [job.result() for job in jobs]
+        return [job.result() for job in array.jobs]
     except Exception as exc:  # a task failure surfaces as submitit's FailedJobError
         raise EvalError(
             f"an evaluation array task failed ({type(exc).__name__}); its log is in "
@@ -338,22 +315,18 @@ def submit_slurm(
 
 
 def evaluate_distributed(
-    agent: AgentSpec, plan: EvalPlan, rank: int, world_size: int, progress: ProgressFn | None = None
+    agent: AgentSpec, plan: EvalPlan, ctx: DistContext, progress: ProgressFn | None = None
 ) -> EvalResult | None:
     """Under torchrun: rank ``r`` plays shard ``r``; rank 0 gathers and returns the merged
-    result, the other ranks return None. The process group must be initialised."""
-    import torch.distributed as dist
-
+    result, the other ranks return None. ``ctx`` is the joined process group's context
+    (`glamhpc.distributed.init_distributed`)."""
     check_plan(agent, plan)
-    if world_size > plan.streams:
-        raise EvalError(f"{world_size} ranks but only {plan.streams} env streams; raise --num-envs")
-    mine = run_shard(ShardTask(agent, plan, rank, world_size), progress=progress)
-    gathered: list[Any] | None = [None] * world_size if rank == 0 else None
-    dist.gather_object(mine, gathered, dst=0)
-    # Rank 0 reaches the barrier only once it holds every shard: no rank tears its connections
-    # down (shutdown) while rank 0 is still receiving.
-    dist.barrier()
-    if rank != 0:
+    if ctx.world_size > plan.streams:
+        raise EvalError(
+            f"{ctx.world_size} ranks but only {plan.streams} env streams; raise --num-envs"
+        )
+    mine = run_shard(ShardTask(agent, plan, ctx.rank, ctx.world_size), progress=progress)
+    gathered = ctx.gather_objects_to_main(mine)
+    if gathered is None:
         return None
-    assert gathered is not None
     return merge_results(agent, plan, gathered)

@@ -2,16 +2,17 @@
 
 Pure functions, no environments: the evaluation of one suite item is ``episodes`` episodes on
 ``num_streams`` env streams (global env indices); episode ``i`` is episode ``i // num_streams``
-of stream ``i % num_streams`` (`glamhpc.episodes.stream_quotas`). A shard owns a contiguous
-block of streams and plays all of their episodes. Because each stream's seeds and sampling
-generator depend only on the stream index, the merged shards are exactly the unsharded run.
+of stream ``i % num_streams`` (`glamhpc.evaluate.episodes.stream_quotas`). A shard owns a
+contiguous block of streams and plays all of their episodes. Because each stream's seeds and
+sampling generator depend only on the stream index, the merged shards are exactly the unsharded
+run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from glamhpc.episodes import Episode, stream_quotas
+from glamhpc.evaluate.episodes import Episode, stream_quotas
 
 __all__ = ["episode_index", "merge_shards", "shard_episodes", "shard_streams"]
 

@@ -1,7 +1,7 @@
 """Result statistics and tables: Wilson intervals, per-item summaries, CSV / markdown, metrics.
 
-Pure functions over `glamhpc.episodes.Episode` lists, so the numbers a user reads, the files and
-the MLflow metrics all come from one place.
+Pure functions over `glamhpc.evaluate.episodes.Episode` lists, so the numbers a user reads, the
+files and the MLflow metrics all come from one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
-from glamhpc.episodes import Episode
+from glamhpc.evaluate.episodes import Episode
 
 __all__ = [
     "Z95",

@@ -1,30 +1,26 @@
-"""`glamhpc jobs`, `logs` and `cancel`: this user's glamhpc jobs, from Slurm and the registry.
+"""`glamhpc jobs`: this user's glamhpc jobs and their states, from Slurm and the registry.
 
 Slurm is the source of truth for ids, states, elapsed times and node lists (squeue for what is
 queued or running, sacct for what ended, so a finished or cancelled job stays visible); only
-jobs whose name starts with ``glamhpc`` are shown or cancelled. The registry adds what Slurm does
-not know: which run an array element trains and where its logs are. Local jobs (processes on
-this machine) come from the registry alone.
+jobs whose name starts with ``glamhpc`` are shown. The registry adds what Slurm does not know:
+which run an array element trains (or which shard an evaluation array task plays). Local jobs
+(processes on this machine) come from the registry alone. Reading logs is `glamhpc.launch.logs`,
+cancelling `glamhpc.launch.cancel`; both ask this module for states.
 """
 
 from __future__ import annotations
 
 import getpass
-import os
 import pickle
 import re
-import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
 
 from glamhpc.launch import registry
 from glamhpc.launch.executors import LaunchError, slurm_command
 from glamhpc.launch.resources import parse_job_name
-from glamhpc.launch.torchrun import rank_prefix
 
 #: Slurm states after which a job will not run again (REQUEUED and PREEMPTED may).
 TERMINAL_STATES = frozenset(
@@ -41,7 +37,8 @@ TERMINAL_STATES = frozenset(
         "ENDED",
     }
 )
-_JOB_ID = re.compile(r"^\d+(_\d+)?$")
+#: A job id or an array element's (``123``, ``123_4``), as opposed to a run or sweep name.
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
 
 
 @dataclass
@@ -63,7 +60,7 @@ def _slurm_present() -> bool:
     return shutil.which("squeue") is not None and shutil.which("sacct") is not None
 
 
-def _split_id(job_id: str) -> tuple[str, str]:
+def split_job_id(job_id: str) -> tuple[str, str]:
     base, _, index = job_id.partition("_")
     return base, index
 
@@ -79,7 +76,7 @@ def _row(
     kind, short = parsed
     return JobRow(
         job_id,
-        _split_id(job_id)[1],
+        split_job_id(job_id)[1],
         kind,
         short,
         _run_for(kind, short, job_id, records),
@@ -94,7 +91,7 @@ def _run_for(kind: str, name: str, job_id: str, records: dict[str, registry.JobR
         return name
     if kind == "finalize":
         return "(closes the parent run)"
-    base, index = _split_id(job_id)
+    base, index = split_job_id(job_id)
     record = records.get(base)
     if record is not None and index.isdigit() and int(index) < len(record.runs):
         return record.runs[int(index)]
@@ -165,7 +162,7 @@ def slurm_rows(since: str = "now-2days") -> list[JobRow]:
 
 
 def _sort_key(job_id: str) -> tuple[int, int, str]:
-    base, index = _split_id(job_id)
+    base, index = split_job_id(job_id)
     return (
         int(base) if base.isdigit() else 0,
         int(index) if index.isdigit() else -1,
@@ -173,7 +170,7 @@ def _sort_key(job_id: str) -> tuple[int, int, str]:
     )
 
 
-def _local_alive(pid: str) -> bool:
+def local_alive(pid: str) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -184,7 +181,7 @@ def _local_alive(pid: str) -> bool:
 
 def local_state(record: registry.JobRecord, job_id: str | None = None) -> str:
     job_id = job_id or record.job_id
-    if _local_alive(job_id):
+    if local_alive(job_id):
         return "RUNNING"
     result = Path(record.folder) / f"{job_id}_0_result.pkl"
     if result.is_file():
@@ -261,7 +258,7 @@ def job_state(job_id: str) -> str:
     record = registry.by_job_id(job_id)
     if record is not None and record.executor == "local":
         return local_state(record, job_id)
-    out = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"]) if _queued(job_id) else ""
+    out = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%T"]) if is_queued(job_id) else ""
     if out.strip() and _state(out.splitlines()[0]) != "COMPLETING":
         return _state(out.splitlines()[0])
     # Ended (or ending: COMPLETING says nothing of how): accounting has the final state.
@@ -275,220 +272,13 @@ def _accounting_state(job_id: str) -> str:
     return states[-1] if states else ""
 
 
-def _queued(job_id: str) -> bool:
+def is_queued(job_id: str) -> bool:
     # squeue -j on an id Slurm has already forgotten is an error, not an empty answer.
     try:
         slurm_command(["squeue", "-h", "-j", job_id, "-o", "%i"])
     except LaunchError:
         return False
     return True
-
-
-# ----------------------------------------------------------------------------- logs
-
-
-@dataclass
-class LogTarget:
-    job_id: str
-    folder: Path
-    executor: str
-
-
-def resolve_log_target(job: str) -> LogTarget:
-    """JOB may be a job id, an array element (``12_3``) or a run name."""
-    if not _JOB_ID.match(job):
-        for record in reversed(registry.load()):
-            if record.kind in ("run", "element") and record.name == job:
-                return LogTarget(record.job_id, Path(record.folder), record.executor)
-            if record.kind == "sweep" and job in record.runs and record.executor == "slurm":
-                index = record.runs.index(job)
-                return LogTarget(f"{record.job_id}_{index}", Path(record.folder), "slurm")
-        raise LaunchError(f"no job or run named '{job}' in {registry.registry_path()}")
-    record = registry.by_job_id(job)
-    index = _split_id(job)[1]
-    if record is not None:
-        if record.kind == "sweep" and not index:
-            if record.executor == "local":
-                raise LaunchError(
-                    f"job {job} drives the local sweep {record.name}: read an element's log "
-                    f"by run name, e.g. `glamhpc logs {record.runs[0]}`"
-                )
-            raise LaunchError(
-                f"job {job} is the array of sweep {record.name} ({len(record.runs)} elements): "
-                f"pick one, e.g. `glamhpc logs {job}_0` or `glamhpc logs {record.runs[0]}`"
-            )
-        return LogTarget(job, Path(record.folder), record.executor)
-    # Not submitted from here (another machine's registry): ask Slurm where the output goes.
-    out = slurm_command(["scontrol", "show", "job", "-o", job])
-    match = re.search(r"StdOut=(\S+)", out)
-    if not match:
-        raise LaunchError(f"Slurm does not know where job {job}'s output is")
-    return LogTarget(job, Path(match.group(1)).parent, "slurm")
-
-
-def log_files(target: LogTarget) -> list[Path]:
-    """One log per node task, in node order (``<job>_<task>_log.out``, submitit's naming)."""
-    pattern = re.compile(re.escape(target.job_id) + r"_(\d+)_log\.out$")
-    found = []
-    if target.folder.is_dir():
-        for path in target.folder.iterdir():
-            match = pattern.match(path.name)
-            if match:
-                found.append((int(match.group(1)), path))
-    return [p for _, p in sorted(found)]
-
-
-def select_rank(lines: list[str], rank: int | None) -> list[str]:
-    """All lines, or only rank R's (torchrun's ``[rankR]:`` prefix removed) - pure."""
-    if rank is None:
-        return lines
-    prefix = rank_prefix(rank)
-    return [line[len(prefix) :] for line in lines if line.startswith(prefix)]
-
-
-def read_logs(target: LogTarget, rank: int | None = None) -> str:
-    files = log_files(target)
-    if not files:
-        raise LaunchError(f"no log yet for job {target.job_id} in {target.folder} (still pending?)")
-    chunks = []
-    for index, path in enumerate(files):
-        lines = path.read_text(errors="replace").splitlines(keepends=True)
-        selected = select_rank(lines, rank)
-        if rank is None and len(files) > 1:
-            chunks.append(f"==> node {index}: {path} <==\n")
-        chunks.extend(selected)
-    return "".join(chunks)
-
-
-def follow_logs(
-    target: LogTarget,
-    out: TextIO,
-    rank: int | None = None,
-    poll_s: float = 1.0,
-    state: Callable[[str], str] = job_state,
-    timeout_s: float | None = None,
-) -> str:
-    """Print the logs as they grow until the job ends; returns its final state."""
-    offsets: dict[Path, int] = {}
-    partial: dict[Path, str] = {}
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    quiet_polls = 0
-    final = ""
-    while True:
-        grew = False
-        for path in log_files(target):
-            with path.open("rb") as fh:
-                fh.seek(offsets.get(path, 0))
-                data = fh.read()
-            if not data:
-                continue
-            grew = True
-            offsets[path] = offsets.get(path, 0) + len(data)
-            text = partial.pop(path, "") + data.decode(errors="replace")
-            lines = text.splitlines(keepends=True)
-            if lines and not lines[-1].endswith("\n"):
-                partial[path] = lines.pop()
-            out.write("".join(select_rank(lines, rank)))
-            out.flush()
-        current = state(target.job_id)
-        if current in TERMINAL_STATES:
-            final = current
-            quiet_polls = 0 if grew else quiet_polls + 1
-            # One more quiet read after the end: the last lines may land just after the state.
-            if quiet_polls >= 2:
-                return final
-        if deadline is not None and time.monotonic() > deadline:
-            return current
-        time.sleep(poll_s)
-
-
-# ----------------------------------------------------------------------------- cancel
-
-
-@dataclass
-class Cancelled:
-    job_ids: list[str]
-    description: str
-
-
-def _cancel_local(job_id: str) -> None:
-    if _local_alive(job_id):
-        # What submitit's LocalJob.cancel sends: the controller stops its tasks on SIGINT.
-        os.kill(int(job_id), signal.SIGINT)
-
-
-def _records_for(target: str) -> list[registry.JobRecord]:
-    if _JOB_ID.match(target):
-        record = registry.by_job_id(target)
-        return [record] if record is not None else []
-    records = registry.by_name(target)
-    # The newest submission under that name (a sweep and its finalizer share the name).
-    newest = [r for r in records if r.kind in ("run", "sweep")][:1]
-    if newest and newest[0].kind == "sweep":
-        finals = [
-            r
-            for r in records
-            if r.kind == "finalize" and r.parent_run_id == newest[0].parent_run_id
-        ]
-        newest += finals[:1]
-    return newest
-
-
-def cancel(target: str) -> Cancelled:
-    """Cancel a job id, an array element, a run name or a sweep name (its array and finalizer).
-
-    A cancelled sweep's parent run is closed as KILLED at once instead of waiting for the
-    finalizer, which is cancelled too.
-    """
-    records = _records_for(target)
-    if not records:
-        if not _JOB_ID.match(target):
-            # Maybe submitted from another machine: Slurm knows the job name.
-            for kind in ("run", "sweep"):
-                from glamhpc.launch.resources import job_name
-
-                out = slurm_command(
-                    ["squeue", "-h", "--me", "-n", job_name(kind, target), "-o", "%A"]
-                )
-                ids = sorted({line.strip() for line in out.splitlines() if line.strip()})
-                if ids:
-                    slurm_command(["scancel", *ids])
-                    return Cancelled(ids, f"{kind} {target}")
-            raise LaunchError(f"no job, run or sweep named '{target}' (see `glamhpc jobs`)")
-        _check_glamhpc_job(target)
-        slurm_command(["scancel", target])
-        return Cancelled([target], f"job {target}")
-    ids: list[str] = []
-    main = records[0]
-    job_id = target if _JOB_ID.match(target) else main.job_id
-    if main.executor == "local":
-        _cancel_local(job_id)
-        ids.append(job_id)
-    else:
-        slurm_command(["scancel", job_id])
-        ids.append(job_id)
-    whole_sweep = main.kind == "sweep" and "_" not in job_id
-    if whole_sweep:
-        for extra in records[1:]:
-            if extra.kind == "finalize":
-                slurm_command(["scancel", extra.job_id])
-                ids.append(extra.job_id)
-        if main.parent_run_id and main.executor == "slurm":
-            from glamhpc.tracking import finalize_parent
-
-            finalize_parent(main.parent_run_id, "KILLED", main.tracking_uri)
-    what = f"sweep {main.name}" if whole_sweep else f"{main.kind} {main.name}"
-    return Cancelled(ids, what)
-
-
-def _check_glamhpc_job(job_id: str) -> None:
-    """Refuse to cancel a job glamhpc did not submit (the id may be a typo)."""
-    out = slurm_command(["squeue", "-h", "-j", job_id, "-o", "%j"]) if _queued(job_id) else ""
-    names = [line.strip() for line in out.splitlines() if line.strip()]
-    if not names:
-        raise LaunchError(f"job {job_id} is not queued or running")
-    if parse_job_name(names[0]) is None:
-        raise LaunchError(f"job {job_id} ({names[0]}) was not submitted by glamhpc: not cancelled")
 
 
 def iter_table(rows: list[JobRow]) -> Iterator[tuple[str, ...]]:

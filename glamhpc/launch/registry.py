@@ -1,9 +1,10 @@
 """A per-user list of what glamhpc submitted: job id -> run names, folders, MLflow parent.
 
 Slurm knows job ids, names and states; it does not know which run directory an array element
-trains or where submitit put its logs. `glamhpc jobs`, `logs` and `cancel` join Slurm's view with
-this file. One JSON record per line, appended with a single write (atomic for small records),
-so concurrent submits from several shells never corrupt it.
+trains (or which shard an evaluation task plays) or where submitit put its logs. `glamhpc jobs`,
+`logs` and `cancel` join Slurm's view with this file. One JSON record per line, appended with a
+single write (atomic for small records), so concurrent submits from several shells never
+corrupt it.
 """
 
 from __future__ import annotations
@@ -31,18 +32,19 @@ def registry_path() -> Path:
 
 @dataclass
 class JobRecord:
-    """One submission: a single run, a sweep (array or local driver), or a sweep finalizer."""
+    """One submission: a single run, a sweep (array or local driver), a sweep finalizer, or an
+    evaluation array (`glamhpc eval --executor slurm`)."""
 
     job_id: str
     kind: str
-    """run | sweep | finalize | element (a local sweep's element job)."""
+    """run | sweep | finalize | element (a local sweep's element job) | eval (its shards)."""
     name: str
-    """Run name (kind run/element) or sweep name."""
+    """Run name (kind run/element), sweep name, or the evaluated agent's label (eval)."""
     executor: str
     folder: str
     """submitit folder: pickles and one log per node task."""
     runs: list[str] = field(default_factory=list)
-    """Run names by array index (one for a single run)."""
+    """Run names by array index (one for a single run; an eval array's shard names)."""
     run_dirs: list[str] = field(default_factory=list)
     experiment: str = ""
     parent_run_id: str | None = None

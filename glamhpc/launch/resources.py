@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from glamhpc.config import Config, ConfigError, LaunchConfig
+from glamhpc.config import Config, ConfigError, LaunchConfig, env_split_problem
 
 #: Prefix of every Slurm job name glamhpc submits: `glamhpc jobs` and `cancel` select by it, so
 #: a user's other jobs are never listed or touched.
@@ -144,10 +144,10 @@ def resolve(cfg: Config) -> Resources:
             f"launch.gpus_per_node={launch.gpus_per_node} but model.device=cpu: set "
             "model.device=auto (or cuda), or gpus_per_node=0 for CPU ranks"
         )
-    if cfg.env.num_envs % (launch.nodes * nproc):
+    split = env_split_problem(cfg.env.num_envs, launch.nodes * nproc)
+    if split:
         raise ConfigError(
-            f"env.num_envs={cfg.env.num_envs} does not split evenly over "
-            f"{launch.nodes} node(s) x {nproc} rank(s); use a multiple of {launch.nodes * nproc}"
+            f"the envs cannot split evenly over {launch.nodes} node(s) x {nproc} rank(s): {split}"
         )
     signal_delay = launch.signal_delay_s
     time_min = time_to_minutes(launch.time)

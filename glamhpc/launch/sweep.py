@@ -1,40 +1,25 @@
-"""`glamhpc sweep SWEEP.yaml`: a grid (and/or zipped lists) of overrides x seeds as ONE job array.
+"""`glamhpc sweep SWEEP.yaml`: plan and submit a sweep (glamhpc.launch.sweep_file) as ONE job array.
 
-Sweep file::
-
-    name: lr-x-epochs            # sweep name: MLflow parent run, Slurm job name, run-name prefix
-    base: ../quickstart.yaml     # base config, relative to this file (optional)
-    set:                         # overrides applied to every element (optional)
-      - train.max_updates=50
-    grid:                        # cartesian product of these lists
-      ppo.lr: [1.0e-4, 5.0e-4]
-    zip:                         # lists of equal length advanced together (one element per row)
-      ppo.epochs: [2, 4]
-      ppo.minibatch_size: [64, 128]
-    seeds: [1, 2]                # each combination once per seed (sets the config's `seed`)
-    max_parallel: 4              # array elements running at once (--max-parallel overrides)
-
-Elements = grid x zip rows x seeds, in that nesting order. Every element is a complete run with
-its own run directory (``<sweep>-<index>``) and MLflow child run under one parent run.
+Every element is a complete run with its own run directory (``<sweep>-<index>``) and MLflow child
+run under one parent run; all elements are validated before anything is written.
 
 Slurm: one array (submitit ``map_array``) plus a tiny finalizer job that depends on the whole
 array (``afterany``) and closes the parent run as FINISHED (all children DONE) or FAILED. Local:
-one driver process keeps at most ``max_parallel`` element jobs running, then finalizes.
+one driver process (glamhpc.launch.sweep_driver) keeps at most ``max_parallel`` element jobs
+running, then finalizes.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import json
 import shutil
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import submitit
 
 from glamhpc.config import (
     Config,
@@ -44,6 +29,7 @@ from glamhpc.config import (
     read_yaml,
     to_yaml,
 )
+from glamhpc.fsutil import atomic_write_text
 from glamhpc.launch import registry
 from glamhpc.launch.executors import (
     make_executor,
@@ -52,144 +38,20 @@ from glamhpc.launch.executors import (
     sbatch_errors,
     slurm_command,
 )
+from glamhpc.launch.plan import torchrun_log_dir
 from glamhpc.launch.resources import Resources, apply_cli_options, job_name, resolve
-from glamhpc.launch.submit import (
-    LAUNCH_FOLDER,
-    _check_name,
-    refuse_if_active,
-    run_dir_for,
-    tracking_uri,
-)
-from glamhpc.launch.torchrun import DONE_MARKER, RunSpec, TorchrunJob
-
-_SWEEP_KEYS = {"name", "base", "set", "grid", "zip", "seeds", "max_parallel"}
-
-
-@dataclass
-class SweepSpec:
-    """A parsed sweep file (see the module docstring)."""
-
-    name: str
-    base: Path | None = None
-    overrides: list[str] = field(default_factory=list)
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-    zipped: dict[str, list[Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)
-    max_parallel: int | None = None
-
-
-@dataclass(frozen=True)
-class Element:
-    """One array element: its index and the values it sets (dotted key -> value)."""
-
-    index: int
-    values: dict[str, Any]
-
-    def label(self) -> str:
-        return " ".join(f"{k}={json.dumps(v)}" for k, v in self.values.items())
-
-
-def _lists(section: Any, what: str, path: Path) -> dict[str, list[Any]]:
-    if section is None:
-        return {}
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{path}: '{what}' must map dotted keys to lists of values")
-    out: dict[str, list[Any]] = {}
-    for key, values in section.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: {what}.{key} must be a non-empty list, got {values!r}")
-        out[str(key)] = values
-    return out
-
-
-def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
-    """Read and check a sweep file (errors name the file and the key)."""
-    path = Path(path)
-    data = read_yaml(path)
-    unknown = set(data) - _SWEEP_KEYS
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
-            + ", ".join(sorted(_SWEEP_KEYS))
-        )
-    base = data.get("base")
-    base_path = (path.parent / str(base)).resolve() if base else None
-    if base_path is not None and not base_path.is_file():
-        raise ConfigError(f"{path}: base config not found: {base_path}")
-    overrides = data.get("set") or []
-    if isinstance(overrides, str) or not isinstance(overrides, list):
-        raise ConfigError(f"{path}: 'set' must be a list of KEY=VALUE strings")
-    grid = _lists(data.get("grid"), "grid", path)
-    zipped = _lists(data.get("zip"), "zip", path)
-    lengths = {len(v) for v in zipped.values()}
-    if len(lengths) > 1:
-        sizes = ", ".join(f"{k}: {len(v)}" for k, v in zipped.items())
-        raise ConfigError(f"{path}: 'zip' lists must have the same length ({sizes})")
-    seeds = data.get("seeds") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: 'seeds' must be a list of integers, got {seeds!r}")
-    both = (set(grid) & set(zipped)) | ({"seed"} & (set(grid) | set(zipped)) if seeds else set())
-    if both:
-        raise ConfigError(f"{path}: {', '.join(sorted(both))} set twice (grid/zip/seeds)")
-    max_parallel = data.get("max_parallel")
-    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
-        raise ConfigError(f"{path}: max_parallel must be a positive integer")
-    sweep_name = name or data.get("name") or path.stem
-    _check_name(str(sweep_name))
-    return SweepSpec(
-        name=str(sweep_name),
-        base=base_path,
-        overrides=[str(o) for o in overrides],
-        grid=grid,
-        zipped=zipped,
-        seeds=list(seeds),
-        max_parallel=max_parallel,
-    )
-
-
-def expand(spec: SweepSpec) -> list[Element]:
-    """grid (cartesian, keys in file order) x zip rows x seeds -> numbered elements (pure)."""
-    grid_rows: list[dict[str, Any]] = [
-        dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())
-    ]
-    zip_rows: list[dict[str, Any]] = (
-        [
-            dict(zip(spec.zipped, row, strict=True))
-            for row in zip(*spec.zipped.values(), strict=True)
-        ]
-        if spec.zipped
-        else [{}]
-    )
-    seed_rows: list[dict[str, Any]] = [{"seed": s} for s in spec.seeds] or [{}]
-    elements = []
-    for g, z, s in itertools.product(grid_rows, zip_rows, seed_rows):
-        elements.append(Element(len(elements), {**g, **z, **s}))
-    return elements
-
-
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"sweep key '{dotted}': '{part}' is a value, not a section")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
-
-
-def element_config(base: Mapping[str, Any], element: Element) -> Config:
-    data = copy.deepcopy(dict(base))
-    for key, value in element.values.items():
-        _set_path(data, key, value)
-    try:
-        return config_from_dict(data)
-    except ConfigError as exc:
-        raise ConfigError(f"sweep element {element.index} ({element.label()}): {exc}") from None
+from glamhpc.launch.submit import refuse_if_active
+from glamhpc.launch.sweep_driver import LocalSweepDriver, finalize_sweep
+from glamhpc.launch.sweep_file import Element, SweepSpec, element_config, expand
+from glamhpc.launch.torchrun import JobOutcome, RunSpec, TorchrunJob
+from glamhpc.rundir import RunDir
+from glamhpc.tracking import tracking_uri
 
 
 @dataclass
 class SweepPlan:
+    """Everything decided before a sweep is submitted (printed by --dry-run)."""
+
     spec: SweepSpec
     base_cfg: Config
     resources: Resources
@@ -240,14 +102,14 @@ def plan_sweep(
     ).resolve()
     for element, cfg in zip(elements, configs, strict=True):
         name = f"{spec.name}-{element.index:03d}"
-        run_dir = (workdir / run_dir_for(cfg, name)).resolve()
+        run = RunDir.of(cfg, name, workdir)
         run_specs.append(
             RunSpec(
                 config_path=str(folder / "configs" / f"{element.index:03d}.yaml"),
                 run_name=name,
-                run_dir=str(run_dir),
+                run_dir=str(run.path),
                 workdir=str(workdir),
-                log_dir=str(run_dir / LAUNCH_FOLDER / "torchrun"),
+                log_dir=str(torchrun_log_dir(run)),
                 env={},
             )
         )
@@ -267,6 +129,7 @@ def plan_sweep(
 
 
 def format_sweep_plan(plan: SweepPlan) -> str:
+    """Human-readable sweep plan: the elements and, for Slurm, the one array's batch script."""
     res = plan.resources
     lines = [
         f"sweep        {plan.spec.name} ({len(plan.elements)} elements, "
@@ -296,7 +159,7 @@ class SubmittedSweep:
     job_id: str
     plan: SweepPlan
     parent_run_id: str | None
-    jobs: list[Any]
+    jobs: list[submitit.Job[JobOutcome]] | list[submitit.Job[str]]
     finalizer_id: str | None = None
 
 
@@ -334,7 +197,7 @@ def submit_sweep(plan: SweepPlan) -> SubmittedSweep:
             )
         specs = []
         for element, cfg, run in zip(plan.elements, plan.configs, plan.run_specs, strict=True):
-            _write(Path(run.config_path), to_yaml(cfg))
+            atomic_write_text(Path(run.config_path), to_yaml(cfg))
             tags = {
                 **sweep_tags(element.values),
                 "sweep": plan.spec.name,
@@ -356,7 +219,7 @@ def submit_sweep(plan: SweepPlan) -> SubmittedSweep:
         if created:
             shutil.rmtree(plan.folder, ignore_errors=True)
         raise
-    _write(
+    atomic_write_text(
         plan.folder / "sweep.json",
         json.dumps(
             {
@@ -437,72 +300,6 @@ def _submit_finalizer(
     return str(job.job_id)
 
 
-def finalize_sweep(
-    parent_run_id: str, uri: str | None, run_dirs: Sequence[str], sweep: str = ""
-) -> str:
-    """Close the parent run: FINISHED when every element wrote DONE, else FAILED."""
-    from glamhpc.tracking import finalize_parent
-
-    done = sum((Path(d) / DONE_MARKER).exists() for d in run_dirs)
-    status = "FINISHED" if done == len(run_dirs) else "FAILED"
-    finalize_parent(parent_run_id, status, uri)
-    print(f"sweep {sweep}: {done}/{len(run_dirs)} runs finished; parent run {status}", flush=True)
-    return status
-
-
-class LocalSweepDriver:
-    """The local executor's array: keep at most ``max_parallel`` element jobs running."""
-
-    def __init__(self, resources: Resources, max_parallel: int) -> None:
-        self.resources = resources
-        self.max_parallel = max_parallel
-
-    def __call__(
-        self, folder: str, specs: list[RunSpec], parent: str | None, uri: str | None, name: str
-    ) -> str:
-        executor = make_executor(self.resources, Path(folder), job_name("sweep", name))
-        pending = list(enumerate(specs))
-        running: dict[int, Any] = {}
-        try:
-            while pending or running:
-                while pending and len(running) < self.max_parallel:
-                    index, spec = pending.pop(0)
-                    job = executor.submit(TorchrunJob(self.resources), spec)
-                    running[index] = job
-                    registry.append(
-                        registry.JobRecord(
-                            job_id=str(job.job_id),
-                            kind="element",
-                            name=spec.run_name,
-                            executor="local",
-                            folder=folder,
-                            runs=[spec.run_name],
-                            run_dirs=[spec.run_dir],
-                            parent_run_id=parent,
-                            tracking_uri=uri,
-                            workdir=spec.workdir,
-                        )
-                    )
-                    print(f"element {index} ({spec.run_name}) started as {job.job_id}", flush=True)
-                for index, job in list(running.items()):
-                    if job.done():
-                        running.pop(index)
-                        print(f"element {index} ended: {job.state}", flush=True)
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            # Cancelled: stop the elements too (they run in their own controller processes).
-            for job in running.values():
-                job.cancel(check=False)
-            if parent:
-                from glamhpc.tracking import finalize_parent
-
-                finalize_parent(parent, "KILLED", uri)
-            raise
-        if parent:
-            return finalize_sweep(parent, uri, [s.run_dir for s in specs], name)
-        return "FINISHED"
-
-
 def _submit_local_driver(
     plan: SweepPlan, specs: list[RunSpec], parent: str | None
 ) -> SubmittedSweep:
@@ -554,9 +351,3 @@ def _delete_run(run_id: str, uri: str | None) -> None:
         client(resolve_uri(uri)).delete_run(run_id)
     except Exception as exc:  # the submit error matters more than this cleanup's
         print(f"warning: could not delete MLflow run {run_id}: {exc}")
-
-
-def _write(path: Path, text: str) -> None:
-    from glamhpc.fsutil import atomic_write_text
-
-    atomic_write_text(path, text)

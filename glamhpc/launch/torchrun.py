@@ -1,15 +1,13 @@
-"""What each node of a job runs: one torchrun elastic agent driving ``glamhpc train`` ranks.
+"""What each node of a submitted job runs: the node task submitit calls, around torchrun's agent.
 
 The submitted callable (:class:`TorchrunJob`) runs once per node (one Slurm task per node). It
-builds the node's torchrun command, runs it in its own session and waits. Signals, not exit
-codes, drive preemption (see docs/CONTRACTS.md, "launch"):
+starts the node's torchrun agent (:mod:`glamhpc.launch.agent`, which builds the command) and
+waits. Signals, not exit codes, drive preemption (see docs/CONTRACTS.md, "launch"):
 
 - Slurm delivers USR2 (time limit) and TERM (preemption, scancel) to every process of the job
   step: the ranks save a checkpoint at their next safe point and exit 0 after writing PREEMPTED.
-  torchrun's agent is told to handle USR2 too (``--signals-to-handle``), otherwise USR2's default
-  action would kill it and leave the ranks orphaned.
 - submitit calls :meth:`TorchrunJob.checkpoint` on global rank 0 only, from its USR2 handler.
-  It waits until every process of the local torchrun session is gone (the save is collective, so
+  It waits until every process of the local agent's session is gone (the save is collective, so
   rank 0's node finishing means the checkpoint is complete everywhere) and only then returns the
   requeue request; submitit then runs ``scontrol requeue``.
 - The requeued job runs the same command with the same ``--run-name``: the trainer resumes from
@@ -19,7 +17,6 @@ codes, drive preemption (see docs/CONTRACTS.md, "launch"):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shlex
@@ -27,98 +24,41 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import submitit
 
+from glamhpc.launch.agent import (
+    AGENT_SIGNALS,
+    RANK_ENV,
+    AgentProcess,
+    Rendezvous,
+    agent_env,
+    log,
+    rank_prefix,
+    rdzv_port,
+    session_processes,
+    torchrun_argv,
+    train_argv,
+)
 from glamhpc.launch.resources import UNKNOWN_TIME_MIN, Resources
+from glamhpc.rundir import DONE_MARKER, RunDir
 
-#: Markers the trainer writes into the run directory (glamhpc.rl.trainer).
-DONE_MARKER = "DONE"
-PREEMPTED_MARKER = "PREEMPTED"
-
-#: Signals torchrun's agent must survive and forward to its ranks: its defaults plus Slurm's
-#: pre-timeout USR2 (submitit's choice of signal).
-AGENT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR2"
-
-#: Per-rank log line prefix (torchrun ``--tee``): `glamhpc logs JOB --rank R` greps by it.
-RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
-
-
-#: Environment of every torchrun agent glamhpc starts. By default (torch >= 2.5) the agent's c10d
-#: rendezvous store is shared with the ranks and outlives a worker restart, so restarted ranks
-#: can read the previous attempt's process-group keys (a dead peer's address: "Gloo
-#: connectFullMesh failed ... Connection refused", pytorch/pytorch#135712). Opting out gives
-#: every rendezvous round a fresh store hosted by its rank 0, so `dist.max_restarts` restarts
-#: reliably.
-AGENT_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-
-
-def rank_prefix(rank: int) -> str:
-    return RANK_PREFIX_TEMPLATE.replace("${rank}", str(rank))
-
-
-@dataclass(frozen=True)
-class Rendezvous:
-    """c10d rendezvous hosted by the torchrun agent on the job's first node."""
-
-    host: str
-    port: int
-    run_id: str
-
-
-def rdzv_port(job_id: str) -> int:
-    """A port in 20000-29999 (below Linux's ephemeral range) derived from the Slurm job id.
-
-    Jobs sharing a node (array elements, or the "nodes" of a one-machine test cluster) get
-    different ports; a requeued job keeps its id and therefore its port.
-    """
-    digits = "".join(ch for ch in job_id.split("_")[0] if ch.isdigit())
-    number = int(digits) if digits else sum(map(ord, job_id))
-    return 20000 + number % 10000
-
-
-def torchrun_argv(
-    *,
-    train_argv: Sequence[str],
-    nnodes: int,
-    nproc_per_node: int,
-    rendezvous: Rendezvous | None,
-    log_dir: str,
-    max_restarts: int = 0,
-    shutdown_timeout_s: int = 30,
-    python: str = sys.executable,
-) -> list[str]:
-    """The per-node command (pure). ``rendezvous`` None: a single node (``--standalone``)."""
-    argv = [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}"]
-    argv.append(f"--nproc-per-node={nproc_per_node}")
-    if rendezvous is None:
-        # torchrun picks a free port itself: no clash between jobs sharing a machine.
-        argv.append("--standalone")
-    else:
-        argv += [
-            "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={rendezvous.host}:{rendezvous.port}",
-            f"--rdzv-id={rendezvous.run_id}",
-        ]
-    argv += [
-        f"--max-restarts={max_restarts}",
-        # Fail fast: one failing rank takes the group down instead of a collective timeout.
-        "--monitor-interval=0.5",
-        f"--signals-to-handle={AGENT_SIGNALS}",
-        f"--shutdown-timeout={shutdown_timeout_s}",
-        # Every rank's output, prefixed with its global rank, in the node log (and a copy per
-        # rank under log_dir): one place to read, and `logs --rank R` can pick a rank out.
-        f"--log-dir={log_dir}",
-        "--tee=3",
-        "-m",
-        "glamhpc",
-        *train_argv,
-    ]
-    return argv
+__all__ = [
+    "AGENT_SIGNALS",
+    "JobOutcome",
+    "Rendezvous",
+    "RunSpec",
+    "TorchrunJob",
+    "rank_prefix",
+    "rdzv_port",
+    "session_processes",
+    "torchrun_argv",
+]
 
 
 @dataclass(frozen=True)
@@ -139,7 +79,7 @@ class RunSpec:
     """How many times this run's job was requeued so far (bounded by launch.max_requeues)."""
 
     def train_argv(self) -> list[str]:
-        return ["train", self.config_path, "--run-name", self.run_name]
+        return train_argv(self.config_path, self.run_name)
 
 
 @dataclass(frozen=True)
@@ -155,36 +95,12 @@ class JobOutcome:
     requeues: int
 
 
-def session_processes(sid: int) -> list[int]:
-    """Pids of live (non-zombie) processes of session ``sid`` (Linux /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # Fields after the command name, which may contain spaces: state ppid pgrp session ...
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == sid:
-            found.append(int(entry))
-    return found
-
-
-def _log(message: str) -> None:
-    stamp = time.strftime("%H:%M:%S")
-    print(f"[glamhpc launch {stamp}] {message}", flush=True)
-
-
 class TorchrunJob(submitit.helpers.Checkpointable):
     """The callable submitit runs on every node of a job: ``job(spec)`` trains ``spec``'s run."""
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
-        self._proc: Any = None
-        self._exit_code: int | None = None
+        self._agent: AgentProcess | None = None
         self._signal: int | None = None
 
     # Process handles never travel: a requeued job starts from a clean object.
@@ -193,8 +109,7 @@ class TorchrunJob(submitit.helpers.Checkpointable):
 
     def __setstate__(self, state: Mapping[str, Any]) -> None:
         self.resources = state["resources"]
-        self._proc = None
-        self._exit_code = None
+        self._agent = None
         self._signal = None
 
     # ------------------------------------------------------------------ command
@@ -226,29 +141,14 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         return argv
 
     def rank_env(self, spec: RunSpec) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(spec.env)
-        env.update(AGENT_ENV)
-        env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] = RANK_PREFIX_TEMPLATE
-        env["PYTHONUNBUFFERED"] = "1"
-        # Share the task's CPUs between the node's ranks instead of each rank using them all.
-        env.setdefault(
-            "OMP_NUM_THREADS",
-            str(max(1, self.resources.cpus_per_task // self.resources.nproc_per_node)),
-        )
-        return env
+        res = self.resources
+        return agent_env(os.environ, spec.env, res.cpus_per_task // res.nproc_per_node)
 
     def _containerised(self, argv: list[str], spec: RunSpec) -> list[str]:
         """Wrap the node command for the container engine (glamhpc.containers' contract)."""
         from glamhpc.containers import env_binds, forwarded_env, wrap_command
 
-        extra = {
-            **spec.env,
-            **AGENT_ENV,
-            "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": RANK_PREFIX_TEMPLATE,
-            "PYTHONUNBUFFERED": "1",
-        }
-        env = forwarded_env(extra=extra)
+        env = forwarded_env(extra={**spec.env, **RANK_ENV})
         binds = [spec.workdir]
         # The run dir, the config snapshot and the logs may live outside the working directory
         # (an absolute train.run_root): bind what the job reads and writes.
@@ -269,31 +169,31 @@ class TorchrunJob(submitit.helpers.Checkpointable):
     def __call__(self, spec: RunSpec) -> JobOutcome:
         env = submitit.JobEnvironment()
         host = socket.gethostname()
-        done = Path(spec.run_dir) / DONE_MARKER
-        if done.exists():
-            _log(f"{spec.run_dir} is finished ({DONE_MARKER} present): nothing to run")
+        run = RunDir(Path(spec.run_dir))
+        if run.is_done():
+            log(f"{spec.run_dir} is finished ({DONE_MARKER} present): nothing to run")
             return self._outcome("done", spec, env)
         # torchrun would create it too, but a container bind needs the folder beforehand.
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
         argv = self.node_argv(spec, env)
         self._known_time_limit()
         self._watch_signals()
-        _log(
+        log(
             f"node {env.node + 1}/{env.num_nodes} on {host}, attempt {spec.requeues + 1}: "
             + shlex.join(argv)
         )
-        self._proc = _popen(argv, spec.workdir, self.rank_env(spec))
+        agent = self._agent = AgentProcess(argv, spec.workdir, self.rank_env(spec))
         try:
-            code = self._wait_exit()
+            code = agent.wait()
         except KeyboardInterrupt:
             # The local executor cancels with SIGINT to this process only: stop the ranks too,
             # or they would keep training as orphans.
-            self._forward(signal.SIGTERM)
-            self._drain(10)
+            agent.forward(signal.SIGTERM)
+            agent.drain(10)
             raise
-        self._drain(self.resources.shutdown_timeout_s)
-        if done.exists():
-            _log(f"training finished: {spec.run_dir}")
+        agent.drain(self.resources.shutdown_timeout_s)
+        if run.is_done():
+            log(f"training finished: {spec.run_dir}")
             return self._outcome("done", spec, env)
         if self._signal is not None:
             return self._await_requeue(spec, env)
@@ -307,14 +207,15 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             # The local controller signals this process only; Slurm signals every process.
             self._forward(signal.SIGUSR2)
-        self._drain(self.resources.shutdown_timeout_s + 10)
+        if self._agent is not None:
+            self._agent.drain(self.resources.shutdown_timeout_s + 10)
         if spec.requeues >= self.resources.max_requeues:
-            _log(
+            log(
                 f"not requeued: launch.max_requeues={self.resources.max_requeues} reached; "
                 f"resubmit the same run name to continue {spec.run_dir}"
             )
             return None
-        _log(f"checkpoint saved; requeueing (requeue {spec.requeues + 1})")
+        log(f"checkpoint saved; requeueing (requeue {spec.requeues + 1})")
         return submitit.helpers.DelayedSubmission(
             self, dataclasses.replace(spec, requeues=spec.requeues + 1)
         )
@@ -334,11 +235,11 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         Slurm's follow-up (preemption sends TERM, then USR2 -> requeue; scancel kills after
         KillWait), so wait to be requeued or killed, bounded in case neither comes."""
         name = signal.Signals(self._signal or signal.SIGTERM).name
-        _log(f"ranks stopped on {name}; waiting for the requeue or the end of the job")
+        log(f"ranks stopped on {name}; waiting for the requeue or the end of the job")
         deadline = time.monotonic() + max(60, self.resources.signal_delay_s)
         while time.monotonic() < deadline:
             time.sleep(0.5)
-        _log("neither requeued nor killed: giving up; resubmit the same run name to resume")
+        log("neither requeued nor killed: giving up; resubmit the same run name to resume")
         return self._outcome("stopped", spec, env)
 
     @staticmethod
@@ -359,7 +260,7 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             previous = signal.getsignal(sig)
 
-            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
                 # USR2 (requeue) wins over an earlier TERM.
                 if self._signal != signal.SIGUSR2:
                     self._signal = signum
@@ -369,54 +270,5 @@ class TorchrunJob(submitit.helpers.Checkpointable):
             signal.signal(sig, handler)
 
     def _forward(self, sig: int) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, sig)
-
-    def _reap(self) -> bool:
-        """Collect torchrun's exit status without blocking; True once it has exited.
-
-        os.waitpid, not Popen.wait: this also runs inside submitit's signal handler while the
-        main code may be in the middle of a wait, and Popen.wait's lock is not reentrant.
-        """
-        if self._exit_code is not None:
-            return True
-        try:
-            pid, status = os.waitpid(self._proc.pid, os.WNOHANG)
-        except ChildProcessError:
-            return self._exit_code is not None
-        if pid == 0:
-            return False
-        self._exit_code = os.waitstatus_to_exitcode(status)
-        self._proc.returncode = self._exit_code  # keeps Popen.__del__ quiet
-        return True
-
-    def _wait_exit(self) -> int:
-        while not self._reap():
-            time.sleep(0.2)
-        assert self._exit_code is not None
-        return self._exit_code
-
-    def _drain(self, timeout_s: float) -> None:
-        """Wait until torchrun and every rank it started (its session) have exited.
-
-        A second signal can make the agent exit before its ranks; the checkpoint is complete only
-        when the ranks are gone, so they are waited for too.
-        """
-        if self._proc is None:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self._reap()
-            if self._exit_code is not None and not session_processes(self._proc.pid):
-                return
-            time.sleep(0.2)
-        _log(f"ranks still running {timeout_s:.0f}s after the signal; continuing anyway")
-
-
-def _popen(argv: list[str], cwd: str, env: dict[str, str]) -> Any:
-    import subprocess
-
-    # Own session: its processes can be signalled as a group (local executor) and waited for
-    # as a set (`session_processes`), even after the agent has exited before its ranks.
-    return subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+        if self._agent is not None:
+            self._agent.forward(sig)

@@ -28,7 +28,9 @@ def stream_uniforms(rngs: Sequence[np.random.Generator]) -> np.ndarray:
     return np.array([rng.random() for rng in rngs], dtype=np.float64)
 
 
-def sample_from_uniforms(logprobs: torch.Tensor, uniforms: np.ndarray | torch.Tensor) -> torch.Tensor:
+def sample_from_uniforms(
+    logprobs: torch.Tensor, uniforms: np.ndarray | torch.Tensor
+) -> torch.Tensor:
     """Index k of the first candidate whose cumulative probability exceeds u, per row.
 
     ``logprobs`` [B, K] normalised log-probs (any float dtype), ``uniforms`` [B]. Computed in

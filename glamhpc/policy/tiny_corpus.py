@@ -25,7 +25,7 @@ from glamhpc.vocab import FR_STATES as DOOR_STATES_FR
 
 # Action spaces, in env-action order (spec section 3). The French names are those of the French
 # prompt header. Every one of these strings becomes a single token of the tiny tokenizer (see
-# models.py: the action-length bias remedy), so this tuple is the contract with the envs.
+# tiny.py: the action-length bias remedy), so this tuple is the contract with the envs.
 ACTION_SPACES: dict[str, tuple[str, ...]] = {
     "standard": ("turn left", "turn right", "go forward", "pick up", "drop", "toggle"),
     "restricted": ("turn left", "turn right", "go forward"),

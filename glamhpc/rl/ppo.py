@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from glamhpc.config import PPOConfig
+from glamhpc.rl.buffer import RolloutBuffer, compute_gae
 
 PolicyFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 """prompts -> (log-probs over the candidate actions [B, K], values [B]); differentiable."""
@@ -29,7 +30,7 @@ class Minibatch:
     global_count: int  # transitions in the minibatch across all ranks
 
 
-def minibatch_plan(
+def minibatch_schedule(
     steps: int,
     num_envs_global: int,
     env_offset: int,
@@ -45,7 +46,7 @@ def minibatch_plan(
     each rank keeps the entries of its own envs. A last short minibatch is kept (no data dropped).
     """
     total = steps * num_envs_global
-    plan: list[list[Minibatch]] = []
+    schedule: list[list[Minibatch]] = []
     for epoch in range(epochs):
         rng = np.random.default_rng([seed, update, epoch, 0x9E3779B9])
         perm = rng.permutation(total)
@@ -56,8 +57,8 @@ def minibatch_plan(
             mine = (env >= env_offset) & (env < env_offset + num_envs_local)
             local = t[mine] * num_envs_local + (env[mine] - env_offset)
             epoch_batches.append(Minibatch(local_indices=local, global_count=len(chunk)))
-        plan.append(epoch_batches)
-    return plan
+        schedule.append(epoch_batches)
+    return schedule
 
 
 def ppo_losses(
@@ -120,7 +121,7 @@ def ppo_update(
     params: Sequence[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     batch: RolloutBatch,
-    plan: list[list[Minibatch]],
+    schedule: list[list[Minibatch]],
     cfg: PPOConfig,
     world_size: int = 1,
     all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
@@ -132,7 +133,7 @@ def ppo_update(
     grad_norms: list[float] = []
     steps_done = 0
     stop = False
-    for epoch_batches in plan:
+    for epoch_batches in schedule:
         for mb in epoch_batches:
             idx = mb.local_indices
             weight = 1.0
@@ -180,6 +181,67 @@ def ppo_update(
     stats = {k: float(reduced[i]) / count for i, k in enumerate(keys)}
     stats["grad_norm"] = float(np.mean(grad_norms)) if grad_norms else 0.0
     stats["gradient_steps"] = float(steps_done)
+    return stats
+
+
+@dataclass(frozen=True)
+class RankSlice:
+    """Which global envs this rank owns, and how ranks are combined."""
+
+    env_offset: int
+    num_envs_local: int
+    num_envs_global: int
+    world_size: int = 1
+
+
+def update_from_rollout(
+    policy: PolicyFn,
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    buffer: RolloutBuffer,
+    last_values: torch.Tensor,
+    cfg: PPOConfig,
+    *,
+    seed: int,
+    update: int,
+    ranks: RankSlice,
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+) -> dict[str, float]:
+    """GAE on this rank's rollout, flatten, the keyed minibatch schedule, the PPO epochs."""
+    advantages, returns = compute_gae(
+        buffer.rewards, buffer.values, buffer.dones, last_values, cfg.gamma, cfg.gae_lambda
+    )
+    batch = RolloutBatch(
+        prompts=buffer.flat_prompts(),
+        actions=buffer.actions.reshape(-1),
+        logprobs=buffer.logprobs.reshape(-1),
+        values=buffer.values.reshape(-1),
+        advantages=advantages.reshape(-1),
+        returns=returns.reshape(-1),
+    )
+    schedule = minibatch_schedule(
+        cfg.steps_per_env,
+        ranks.num_envs_global,
+        ranks.env_offset,
+        ranks.num_envs_local,
+        cfg.minibatch_size,
+        cfg.epochs,
+        seed,
+        update,
+    )
+    stats = ppo_update(
+        policy,
+        params,
+        optimizer,
+        batch,
+        schedule,
+        cfg,
+        world_size=ranks.world_size,
+        all_reduce_sum=all_reduce_sum,
+    )
+    stats["value_mean"] = float(buffer.values.mean())
+    stats["advantage_mean"] = float(advantages.mean())
+    stats["return_target_mean"] = float(returns.mean())
     return stats
 
 

@@ -15,7 +15,13 @@ Public API::
     finalize_parent(parent, "FINISHED")
 
     sync_run_dir(run_dir)                              # `glamhpc sync RUN_DIR`
+    tracking_uri(cfg)                                  # the URI a Config's runs log to
 
+Modules: ``uri`` (where runs go), ``runs`` (creating runs, sweeps), ``start`` (create or resume a
+run directory's run), ``tracker`` (the Tracker), ``journal`` / ``sender`` (outage-proof
+delivery), ``sync`` (`glamhpc sync`), ``curves`` (the learning-curve artifact), ``lock``,
+``system``, ``server`` (`glamhpc tracking-server`), ``evals`` (what `glamhpc eval` asks of
+MLflow).
 Design and guarantees: docs/TRACKING.md, journal.py and sender.py.
 """
 
@@ -30,8 +36,10 @@ from glamhpc.tracking.runs import (
     finalize_parent,
     sweep_tags,
 )
-from glamhpc.tracking.tracker import Tracker, read_run_id, register_run, sync_run_dir
-from glamhpc.tracking.uri import TrackingError, resolve_uri
+from glamhpc.tracking.start import read_run_id
+from glamhpc.tracking.sync import sync_run_dir
+from glamhpc.tracking.tracker import Tracker
+from glamhpc.tracking.uri import TrackingError, resolve_uri, tracking_uri
 
 __all__ = [
     "JOB_STATE_TAG",
@@ -47,8 +55,8 @@ __all__ = [
     "finalize_parent",
     "metric_series",
     "read_run_id",
-    "register_run",
     "resolve_uri",
     "sweep_tags",
     "sync_run_dir",
+    "tracking_uri",
 ]

@@ -164,8 +164,10 @@ def sweep_tags(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 @dataclass
-class RunSpec:
-    """Everything needed to create a run, storable as JSON for an offline (deferred) creation."""
+class MlflowRunSpec:
+    """Everything needed to create an MLflow run, storable as JSON for an offline (deferred)
+    creation (logs/mlflow_pending_run.json). Not a launch spec: that is
+    ``glamhpc.launch.torchrun.RunSpec``."""
 
     experiment: str
     run_name: str
@@ -180,7 +182,7 @@ class RunSpec:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> RunSpec:
+    def from_json(cls, text: str) -> MlflowRunSpec:
         return cls(**json.loads(text))
 
 
@@ -191,13 +193,13 @@ def build_spec(
     tags: Mapping[str, Any],
     parent_run_id: str | None,
     run_uid: str,
-) -> RunSpec:
+) -> MlflowRunSpec:
     all_tags = {**config_tags(config), **environment_tags(), **clean_tags(tags)}
     all_tags[RUN_UID_TAG] = run_uid
     all_tags[JOB_STATE_TAG] = "RUNNING"
     if parent_run_id:
         all_tags[PARENT_TAG] = parent_run_id
-    return RunSpec(
+    return MlflowRunSpec(
         experiment=experiment,
         run_name=run_name,
         run_uid=run_uid,
@@ -266,7 +268,7 @@ def log_tags(mlflow_client: Any, run_id: str, tags: Mapping[str, str]) -> None:
         mlflow_client.log_batch(run_id, tags=items[i : i + MAX_PARAMS_OR_TAGS_PER_BATCH])
 
 
-def create_run(mlflow_client: Any, spec: RunSpec, uri: str, status: str = "RUNNING") -> str:
+def create_run(mlflow_client: Any, spec: MlflowRunSpec, uri: str) -> str:
     """Create (or find, by uid) the run of ``spec``; log its params, tags and config.yaml."""
     experiment_id = get_or_create_experiment(mlflow_client, spec.experiment, uri)
     run_id = find_run_by_uid(mlflow_client, experiment_id, spec.run_uid)
@@ -281,8 +283,6 @@ def create_run(mlflow_client: Any, spec: RunSpec, uri: str, status: str = "RUNNI
     # Re-logging an identical param value is allowed by MLflow, so a retried creation is safe.
     log_params(mlflow_client, run_id, spec.params)
     mlflow_client.log_text(run_id, spec.config_yaml, "config.yaml")
-    if status != "RUNNING":
-        mlflow_client.update_run(run_id, status=status)
     return str(run_id)
 
 

@@ -11,7 +11,7 @@ but the reply, or the ack file write, never happened):
 1. The journal stores each metric's original timestamp, and MLflow's SQL stores use
    (run, key, timestamp, step, value) as the metric primary key: re-sending an identical metric is
    a no-op on the server (``SqlAlchemyStore._log_metrics`` ignores the IntegrityError and inserts
-   only the missing rows). ``tests/test_tracking_server.py`` checks this behaviour explicitly.
+   only the missing rows). ``tests/tracking/test_server.py`` checks this behaviour explicitly.
 2. Because that is a property of the SQL store and not of the REST API, the sender also asks the
    server, after every failure and at start, for each key's latest (= highest) step
    (``get_run`` returns them in one call) and skips journal entries at or below it. This is exact
@@ -42,7 +42,7 @@ from glamhpc.tracking.journal import (
 )
 from glamhpc.tracking.runs import (
     MAX_METRICS_PER_BATCH,
-    RunSpec,
+    MlflowRunSpec,
     create_run,
     log_tags,
 )
@@ -390,7 +390,7 @@ class Sender:
         path = self.run_dir / PENDING_RUN
         if not path.is_file():
             raise _Stalled(f"{self.run_dir} has neither {RUN_ID_FILE} nor {PENDING_RUN}")
-        spec = RunSpec.from_json(path.read_text())
+        spec = MlflowRunSpec.from_json(path.read_text())
         run_id = create_run(self._client, spec, self.uri)
         atomic_write_text(self.run_dir / RUN_ID_FILE, run_id + "\n")
         path.unlink(missing_ok=True)

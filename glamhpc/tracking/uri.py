@@ -7,8 +7,12 @@ only by the functions that talk to a store.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from glamhpc.config import Config
 
 
 class TrackingError(RuntimeError):
@@ -34,14 +38,29 @@ def default_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
-def resolve_uri(uri: str | None = None) -> str:
+def resolve_uri(uri: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """explicit ``uri`` > $MLFLOW_TRACKING_URI > ``sqlite:///<cwd>/mlflow.db``.
 
     Relative SQLite paths and plain directories are made absolute: the URI is stored in the run
     directory and reused by the sender thread and by `glamhpc sync`, possibly from another folder.
+    ``environ`` replaces ``os.environ`` (checks that inspect another environment, tests).
     """
-    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    env = os.environ if environ is None else environ
+    chosen = uri or env.get("MLFLOW_TRACKING_URI") or default_uri()
     return normalize_uri(chosen)
+
+
+def tracking_uri(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The tracking URI a config's runs log to, resolved HERE (``resolve_uri`` of
+    ``cfg.tracking.uri``), so every rank on every node and every requeue writes to the store the
+    caller meant, whatever their working directory.
+
+    With ``tracking.enabled`` false nothing is logged: the config's value is returned unchanged
+    (possibly None), never resolved.
+    """
+    if not cfg.tracking.enabled:
+        return cfg.tracking.uri
+    return resolve_uri(cfg.tracking.uri, environ)
 
 
 def normalize_uri(uri: str) -> str:

@@ -74,6 +74,17 @@ def test_dry_run_works_without_slurm(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert "#SBATCH --ntasks-per-node=1" in out and "--time" not in out.split("# sbatch")[1]
 
 
+def test_dry_run_shows_ranks_memory_and_script_together() -> None:
+    code, out = _run(
+        "submit", QUICKSTART, "-e", "slurm", "-N", "2", "--nproc-per-node", "2", "--dry-run"
+    )
+    assert code == 0, out
+    assert "ranks        node 0: ranks 0-1, envs 0-7 (4 per rank)" in out
+    assert "node 1: ranks 2-3, envs 8-15 (4 per rank)" in out
+    assert "model        tiny-t5:" in out and "memory/rank  ~" in out
+    assert out.index("ranks") < out.index("memory/rank") < out.index("# sbatch script")
+
+
 def test_local_dry_run_has_no_script() -> None:
     code, out = _run("submit", QUICKSTART, "--dry-run")
     assert code == 0, out

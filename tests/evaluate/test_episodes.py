@@ -1,9 +1,9 @@
-"""`glamhpc.episodes`: the learning benchmark's `run_episodes` and per-stream determinism."""
+"""`glamhpc.evaluate.episodes`: the learning benchmark's `run_episodes`, per-stream determinism."""
 
 from __future__ import annotations
 
 from glamhpc.envs.batch import EnvBatch
-from glamhpc.episodes import (
+from glamhpc.evaluate.episodes import (
     TEST_SEED_BASE,
     play_episodes,
     run_episodes,

@@ -4,8 +4,9 @@ shows the policy, action-space compatibility, sharded == unsharded, and item res
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from glamhpc.evaluate.runner import (
     resolve_items,
     run_shard,
 )
+from glamhpc.launch import eval_array, registry
+from glamhpc.launch.eval_array import EvalArrayOptions
 
 # Spec section 7, written out here independently of glamhpc.envs.suites.
 SPEC_WORDS = {
@@ -169,6 +172,50 @@ def test_sharded_evaluation_equals_the_unsharded_one() -> None:
     # Another seed is another set of episodes (the bot is deterministic given the layout).
     other = EvalPlan(plan.items, plan.episodes, plan.num_envs, seed=2)
     assert evaluate(baseline_spec("bot"), other).episodes != whole.episodes
+
+
+@dataclass
+class _InlineArray:
+    """submitit's executor replaced by one that plays every array task at submission."""
+
+    names: list[str] = field(default_factory=list)
+
+    def __call__(self, res: Any, folder: Path, name: str, **extra: Any) -> _InlineArray:
+        self.names.append(name)
+        return self
+
+    def map_array(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
+        return [_Done(f"7_{i}", fn(task)) for i, task in enumerate(tasks)]
+
+
+@dataclass
+class _Done:
+    job_id: str
+    value: Any
+
+    def result(self) -> Any:
+        return self.value
+
+
+def test_slurm_executor_submits_a_registered_array_and_merges_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
+    array = _InlineArray()
+    monkeypatch.setattr(eval_array, "make_executor", array)
+    plan = _plan([], 6, 4, ["GoToRedBallNoDists"])
+    spec = baseline_spec("random")
+    options = EvalArrayOptions(tmp_path / "slurm")
+    merged = evaluate(spec, plan, shards=2, executor="slurm", slurm=options)
+    assert merged.episodes == evaluate(spec, plan).episodes
+    assert "submitted 2 array tasks (job 7); waiting" in capsys.readouterr().out
+    assert array.names == ["glamhpc-eval:random"]
+    (record,) = registry.load()
+    assert (record.job_id, record.kind, record.runs) == (
+        "7",
+        "eval",
+        ["random/shard0", "random/shard1"],
+    )
 
 
 def test_checkpoint_action_space_must_match_the_item() -> None:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glamhpc.episodes import Episode, stream_quotas
+from glamhpc.evaluate.episodes import Episode, stream_quotas
 from glamhpc.evaluate.shards import episode_index, merge_shards, shard_episodes, shard_streams
 
 

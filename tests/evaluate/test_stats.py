@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glamhpc.episodes import Episode
+from glamhpc.evaluate.episodes import Episode
 from glamhpc.evaluate.stats import (
     kind_summaries,
     metrics,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from glamhpc.config import ConfigError
-from glamhpc.launch.sweep import Element, SweepSpec, expand, load_sweep, plan_sweep
+from glamhpc.launch.sweep import plan_sweep
+from glamhpc.launch.sweep_file import Element, SweepSpec, expand, load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,11 +104,20 @@ def test_sweep_takes_cli_resources(tmp_path: Path) -> None:
     assert plan.job_name == "glamhpc-sweep:s"
 
 
-def test_launcher_and_trainer_agree_on_run_dirs() -> None:
+def test_launcher_plans_the_run_dirs_the_trainer_writes(tmp_path: Path) -> None:
+    # The trainer writes into RunDir.of(cfg, name) from its working directory: a planned run or
+    # sweep element must name that same directory (resolved against the job's workdir).
     from glamhpc.config import load_config
-    from glamhpc.launch.submit import default_run_name, run_dir_for
-    from glamhpc.rl import trainer
+    from glamhpc.launch.plan import plan_run
+    from glamhpc.rundir import RunDir
 
-    cfg = load_config(None, ["train.run_root=/r", "tracking.experiment=e", "seed=3"])
-    assert run_dir_for(cfg, "x") == trainer.run_dir_for(cfg, "x")
-    assert default_run_name(cfg)[:-6] == trainer.default_run_name(cfg)[:-6]
+    cfg = load_config(None, ["train.run_root=runs", "tracking.experiment=e", "seed=3"])
+    plan = plan_run(cfg, "x", workdir=tmp_path)
+    run = RunDir.of(cfg, "x", tmp_path)
+    assert (plan.run_dir, plan.folder) == (run.path, run.launch)
+    assert plan.run_dir == tmp_path.resolve() / "runs" / "e" / "x"
+    assert plan_run(cfg, workdir=tmp_path).run_name.startswith(f"{cfg.name}-s3-")
+
+    sweep = plan_sweep(load_sweep(_write(tmp_path, "name: s\nseeds: [1, 2]\n")), workdir=tmp_path)
+    for run_cfg, spec in zip(sweep.configs, sweep.run_specs, strict=True):
+        assert spec.run_dir == str(RunDir.of(run_cfg, spec.run_name, tmp_path).path)

@@ -73,11 +73,11 @@ def test_rank_prefix_matches_torchrun_template() -> None:
 
 def test_job_pickles_without_process_state() -> None:
     job = TorchrunJob(resolve(load_config(None, [])))
-    job._proc = object()
+    job._agent = object()  # type: ignore[assignment]
     job._signal = signal.SIGUSR2
     clone = pickle.loads(pickle.dumps(job))
     assert clone.resources == job.resources
-    assert clone._proc is None and clone._signal is None and clone._exit_code is None
+    assert clone._agent is None and clone._signal is None
 
 
 def test_run_spec_train_argv() -> None:

@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
-from glamhpc.policy.models import build_from_config, build_tiny_t5, load_model, t5_config_for
+from glamhpc.policy.models import load_model
+from glamhpc.policy.t5 import build_from_config, t5_config_for
+from glamhpc.policy.tiny import build_tiny_t5
 from glamhpc.policy.tiny_corpus import ACTION_SPACES, sample_prompts
 
 STANDARD_ACTIONS: list[str] = list(ACTION_SPACES["standard"])

@@ -19,17 +19,14 @@ from safetensors.torch import load_file
 from glamhpc.policy import tiny_corpus
 from glamhpc.policy.glam import GlamPolicy
 from glamhpc.policy.models import (
-    FLAN_T5_SHAPES,
     ModelNotAvailableError,
-    build_from_config,
-    build_tiny_t5,
     count_params,
     load_model,
-    pick_device,
+    resolve_device,
     resolve_dtype,
-    t5_config_for,
-    tiny_t5_dir,
 )
+from glamhpc.policy.t5 import FLAN_T5_SHAPES, build_from_config, t5_config_for
+from glamhpc.policy.tiny import build_tiny_t5, tiny_t5_dir
 
 from . import REAL_PROMPTS, STANDARD_ACTIONS, load_tiny, tiny_dir
 
@@ -68,8 +65,8 @@ def test_t5_config_overrides_and_short_names() -> None:
 
 def test_devices_and_dtypes() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert pick_device("auto").type == expected
-    assert pick_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_dtype("bf16") is torch.bfloat16 and resolve_dtype("fp32") is torch.float32
     with pytest.raises(ValueError):
         resolve_dtype("fp8")
@@ -200,7 +197,8 @@ _OFFLINE_SCRIPT = textwrap.dedent(
     """
     import hashlib, json, sys
     import torch
-    from glamhpc.policy.models import ModelNotAvailableError, build_tiny_t5, load_model
+    from glamhpc.policy.models import ModelNotAvailableError, load_model
+    from glamhpc.policy.tiny import build_tiny_t5
     torch.set_num_threads(1)
     result = {}
     rebuilt = build_tiny_t5(sys.argv[2])  # another process, another folder: same bytes?

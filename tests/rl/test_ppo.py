@@ -1,4 +1,4 @@
-"""PPO terms on hand-computed cases; minibatch plans are world-size independent."""
+"""PPO terms on hand-computed cases; minibatch schedules are world-size independent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from glamhpc.config import PPOConfig
-from glamhpc.rl.ppo import RolloutBatch, minibatch_plan, ppo_losses, ppo_update
+from glamhpc.rl.ppo import RolloutBatch, minibatch_schedule, ppo_losses, ppo_update
 
 
 def _terms(ratio: float, adv: float, new_v=0.0, old_v=0.0, ret=0.0, **cfg):
@@ -70,11 +70,11 @@ def test_value_shapes_enforced():
 
 
 @pytest.mark.parametrize("world", [1, 2, 4])
-def test_minibatch_plan_is_world_size_independent(world):
+def test_minibatch_schedule_is_world_size_independent(world):
     steps, n, mb = 5, 8, 6
-    single = minibatch_plan(steps, n, 0, n, mb, 2, seed=3, update=7)
+    single = minibatch_schedule(steps, n, 0, n, mb, 2, seed=3, update=7)
     per_rank = [
-        minibatch_plan(steps, n, r * n // world, n // world, mb, 2, 3, 7) for r in range(world)
+        minibatch_schedule(steps, n, r * n // world, n // world, mb, 2, 3, 7) for r in range(world)
     ]
     for e, epoch in enumerate(single):
         for b, batch in enumerate(epoch):
@@ -94,9 +94,9 @@ def test_minibatch_plan_is_world_size_independent(world):
     assert covered.tolist() == list(range(steps * n))
 
 
-def test_plan_changes_with_update_and_epoch():
-    a = minibatch_plan(4, 4, 0, 4, 4, 2, 1, 0)
-    b = minibatch_plan(4, 4, 0, 4, 4, 2, 1, 1)
+def test_schedule_changes_with_update_and_epoch():
+    a = minibatch_schedule(4, 4, 0, 4, 4, 2, 1, 0)
+    b = minibatch_schedule(4, 4, 0, 4, 4, 2, 1, 1)
     assert a[0][0].local_indices.tolist() != b[0][0].local_indices.tolist()
     assert a[0][0].local_indices.tolist() != a[1][0].local_indices.tolist()
 
@@ -125,8 +125,8 @@ def test_update_moves_policy_towards_advantaged_action():
         returns=torch.ones(n),
     )
     cfg = PPOConfig(epochs=3, minibatch_size=8)
-    plan = minibatch_plan(1, n, 0, n, 8, 3, 0, 0)
-    stats = ppo_update(policy, list(policy.parameters()), opt, batch, plan, cfg)
+    schedule = minibatch_schedule(1, n, 0, n, 8, 3, 0, 0)
+    stats = ppo_update(policy, list(policy.parameters()), opt, batch, schedule, cfg)
     probs = torch.softmax(policy.logits, -1)
     assert probs[0] > probs[1]
     assert stats["gradient_steps"] == 6
@@ -142,8 +142,8 @@ def test_empty_local_minibatch_still_steps():
     )
     from glamhpc.rl.ppo import Minibatch
 
-    plan = [[Minibatch(local_indices=np.array([], dtype=int), global_count=4)]]
+    schedule = [[Minibatch(local_indices=np.array([], dtype=int), global_count=4)]]
     before = [p.detach().clone() for p in policy.parameters()]
-    ppo_update(policy, list(policy.parameters()), opt, batch, plan, PPOConfig())
+    ppo_update(policy, list(policy.parameters()), opt, batch, schedule, PPOConfig())
     for b, p in zip(before, policy.parameters(), strict=True):
         assert torch.equal(b, p)  # zero weight: participates, changes nothing

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from glamhpc.cli import app
 from glamhpc.launch import plan_run, submit_run
 from glamhpc.launch.executors import render_sbatch
-from glamhpc.launch.jobs import LogTarget, job_state, log_files, read_logs
+from glamhpc.launch.jobs import job_state
+from glamhpc.launch.logs import LogTarget, log_files, read_logs
 from glamhpc.launch.submit import Submitted
 from tests.slurm.conftest import QUICKSTART, tiny_config, wait_state, wait_until
 

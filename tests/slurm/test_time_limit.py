@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from glamhpc.fsutil import atomic_write_text
 from glamhpc.launch import plan_run, submit_run
-from glamhpc.launch.jobs import LogTarget, read_logs
+from glamhpc.launch.logs import LogTarget, read_logs
 from tests.slurm.conftest import REPO, TINY, tiny_config, wait_state, wait_until
 
 pytestmark = [

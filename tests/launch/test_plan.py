@@ -1,4 +1,5 @@
-"""`glamhpc plan`: real parameter counts from configs (meta device), memory rules, refusals."""
+"""The launch plan's capacity side and `glamhpc plan`: real parameter counts from configs (meta
+device), memory rules, refusals."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typer.testing import CliRunner
 
 from glamhpc.cli import app
 from glamhpc.config import load_config
-from glamhpc.plan import make_plan, model_shape
+from glamhpc.launch.plan import check_capacity, model_shape
 
 SIZES = {"small": 77.0, "base": 247.6, "large": 783.2, "xl": 2849.8}
 
@@ -23,30 +24,32 @@ def _cfg(size: str, *extra: str):
 
 
 def test_xl_ddp_fp32_needs_16_bytes_per_param_and_is_refused_with_the_fix():
-    plan = make_plan(_cfg("xl", "dist.strategy=ddp", "model.dtype=fp32"), 1, 1, gpu_mem_gb=40)
-    static = plan.memory.weights_gb + plan.memory.grads_gb + plan.memory.optimizer_gb
+    capacity = check_capacity(
+        _cfg("xl", "dist.strategy=ddp", "model.dtype=fp32"), 1, 1, gpu_mem_gb=40
+    )
+    static = capacity.memory.weights_gb + capacity.memory.grads_gb + capacity.memory.optimizer_gb
     assert static == pytest.approx(2849.8e6 * 16 / 1e9, rel=1e-3)  # ~46 GB
-    assert not plan.feasible
-    assert "dist.strategy=fsdp" in plan.problems[0] and "model.lora" in plan.problems[0]
+    assert not capacity.feasible
+    assert "dist.strategy=fsdp" in capacity.problems[0] and "model.lora" in capacity.problems[0]
 
 
 def test_fsdp_shards_state_over_ranks():
-    one = make_plan(_cfg("xl", "dist.strategy=fsdp"), 1, 4).memory
-    two = make_plan(_cfg("xl", "dist.strategy=fsdp"), 2, 4).memory
+    one = check_capacity(_cfg("xl", "dist.strategy=fsdp"), 1, 4).memory
+    two = check_capacity(_cfg("xl", "dist.strategy=fsdp"), 2, 4).memory
     assert two.optimizer_gb == pytest.approx(one.optimizer_gb / 2)
-    assert make_plan(_cfg("xl"), 1, 4).feasible
+    assert check_capacity(_cfg("xl"), 1, 4).feasible
 
 
 def test_lora_trains_a_small_fraction():
-    plan = make_plan(_cfg("xl", "dist.strategy=ddp", "model.lora.enabled=true"), 1, 1)
-    assert plan.memory.trainable < 0.05 * plan.memory.params
-    assert plan.feasible
+    capacity = check_capacity(_cfg("xl", "dist.strategy=ddp", "model.lora.enabled=true"), 1, 1)
+    assert capacity.memory.trainable < 0.05 * capacity.memory.params
+    assert capacity.feasible
 
 
 def test_env_shards_must_divide():
-    plan = make_plan(_cfg("small", "env.num_envs=30"), 1, 4)
-    assert any("does not divide" in p for p in plan.problems)
-    ok = make_plan(_cfg("small"), 2, 4)
+    capacity = check_capacity(_cfg("small", "env.num_envs=30"), 1, 4)
+    assert any("does not divide" in p for p in capacity.problems)
+    ok = check_capacity(_cfg("small"), 2, 4)
     assert [r.env_start for r in ok.ranks] == [0, 4, 8, 12, 16, 20, 24, 28]
 
 

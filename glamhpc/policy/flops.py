@@ -65,3 +65,36 @@ def peak_flops(device_name: str | None) -> float | None:
         if key in device_name:
             return tflops * 1e12
     return None
+
+
+@dataclass(frozen=True)
+class UpdateCost:
+    """Model FLOPs of one PPO update and the rates derived from its wall time."""
+
+    flops: float
+    tokens: float
+
+    def metrics(self, elapsed_s: float, peak_flops_total: float | None) -> dict[str, float]:
+        out = {
+            "tokens_per_s": self.tokens / elapsed_s,
+            "model_tflops_per_s": self.flops / elapsed_s / 1e12,
+        }
+        if peak_flops_total:
+            out["mfu"] = self.flops / elapsed_s / peak_flops_total
+        return out
+
+
+def update_cost(
+    shape: T5Shape,
+    *,
+    prompt_tokens: float,
+    action_tokens: float,
+    num_actions: int,
+    transitions: int,
+    epochs: int,
+) -> UpdateCost:
+    """Acting scores every transition once; each PPO epoch re-scores it forward + backward (3x)."""
+    fwd = scoring_flops(shape, int(prompt_tokens), round(action_tokens), num_actions, transitions)
+    return UpdateCost(
+        flops=fwd * (1 + 3 * epochs), tokens=transitions * prompt_tokens * (1 + epochs)
+    )

@@ -1,57 +1,45 @@
-"""Run a policy for a fixed number of episodes on deterministic seeds (evaluation core).
+"""Evaluation's episode player: a policy for a fixed number of episodes on deterministic seeds.
 
-Shared by `glamhpc eval`, the learning benchmark and the baselines. A policy here is any function
-from prompts to log-probabilities over the candidate actions ([B, K] tensor or array); the random
-agent and the blind control are policies like the trained one, so all are measured identically.
-Agents that read the environments themselves (the BabyAI bot) implement `EnvAgent` instead.
+Shared by `glamhpc eval`, the learning benchmark and the baselines. A policy here is a
+`PromptScorer` (prompts -> log-probabilities over the candidate actions, [B, K] tensor or
+array); the random agent and the blind control are scorers like the trained one, so all are
+measured identically. Agents that read the environments themselves (the BabyAI bot) implement
+`EnvAgent` instead.
 
 Episodes are identified by (stream, number): env ``stream`` is the EnvBatch's *global* env index
-(its reset seeds derive from it) and ``number`` counts that env's episodes. Action sampling draws
-from one random generator per stream, so an episode's outcome depends only on its stream, never on
-which other envs shared the batch: splitting the streams over ranks or array tasks and merging the
-results gives exactly the episodes of one unsplit run (see `glamhpc.evaluate.shards`).
+(its reset seeds derive from it) and ``number`` counts that env's episodes. Actions are picked by
+the one sampler of `glamhpc.policy.sampling` from uniforms drawn from one random generator per
+stream, so an episode's outcome depends only on its stream, never on which other envs shared the
+batch: splitting the streams over ranks or array tasks and merging the results gives exactly
+the episodes of one unsplit run (see `glamhpc.evaluate.shards`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 
-PolicyFn = Callable[[list[str]], Any]
+from glamhpc.policy.sampling import greedy as greedy_actions
+from glamhpc.policy.sampling import sample_from_uniforms, stream_uniforms
+
+if TYPE_CHECKING:
+    from glamhpc.envs.batch import EnvBatch, StepResult
+
+#: Log-probabilities [B, K] over the candidate actions of B prompts.
+LogProbs = torch.Tensor | np.ndarray
+#: Evaluation's policy: prompts -> log-probabilities over the candidates (not the trainer's
+#: policy, which also returns values).
+PromptScorer = Callable[[list[str]], LogProbs]
 PromptTransform = Callable[[list[str], np.random.Generator], list[str]]
 
 # Upstream test envs use seeds 1e9 * seed + i: disjoint from every training seed.
 TEST_SEED_BASE = 1_000_000_000
 # Salt of the sampling generators, so they never coincide with a generator seeded by `seed` alone.
 _SAMPLING_SALT = 0xE7A1
-
-
-@dataclass
-class EpisodeResults:
-    success: list[float] = field(default_factory=list)
-    returns: list[float] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-    kinds: list[str] = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return len(self.success)
-
-    def success_rate(self) -> float:
-        return float(np.mean(self.success)) if self.success else float("nan")
-
-    @classmethod
-    def from_episodes(cls, episodes: Sequence[Episode]) -> EpisodeResults:
-        """Column view of a list of episodes (same order)."""
-        return cls(
-            success=[float(e.success) for e in episodes],
-            returns=[e.return_ for e in episodes],
-            lengths=[e.length for e in episodes],
-            kinds=[e.task_kind for e in episodes],
-        )
 
 
 @dataclass(frozen=True)
@@ -75,39 +63,76 @@ class Episode:
     task_kind: str
 
 
+@dataclass(frozen=True)
+class EpisodeResults:
+    """The episodes of one `run_episodes` call (in the order they finished) and their totals.
+
+    An aggregate over `Episode` records, not a second record type: every column is derived.
+    """
+
+    episodes: tuple[Episode, ...] = field(default_factory=tuple)
+
+    @property
+    def n(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def success(self) -> list[float]:
+        return [float(e.success) for e in self.episodes]
+
+    @property
+    def returns(self) -> list[float]:
+        return [e.return_ for e in self.episodes]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [e.length for e in self.episodes]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [e.task_kind for e in self.episodes]
+
+    def success_rate(self) -> float:
+        return float(np.mean(self.success)) if self.episodes else float("nan")
+
+
 @runtime_checkable
 class EnvAgent(Protocol):
     """A policy that reads the environments, not only the prompts (e.g. the BabyAI bot)."""
 
-    def begin(self, envs: Any) -> None:
+    def begin(self, envs: EnvBatch) -> None:
         """Called once with the EnvBatch before the first step."""
 
-    def logprobs(self, envs: Any, active: list[int], prompts: list[str]) -> Any:
+    def logprobs(self, envs: EnvBatch, active: list[int], prompts: list[str]) -> LogProbs:
         """Log-probabilities [len(active), K] for the envs ``active`` (prompts in that order)."""
 
-    def after_step(self, actions: Sequence[int], step: Any) -> None:
+    def after_step(self, actions: Sequence[int], step: StepResult) -> None:
         """Called after every ``envs.step(actions)`` with its StepResult (auto-resets included)."""
 
 
-class _PromptAgent:
-    """A plain prompts -> log-probabilities policy seen as an `EnvAgent`."""
+class _ScorerAgent:
+    """A `PromptScorer` seen as an `EnvAgent`."""
 
-    def __init__(self, policy: PolicyFn) -> None:
-        self.policy = policy
+    def __init__(self, scorer: PromptScorer) -> None:
+        self.scorer = scorer
 
-    def begin(self, envs: Any) -> None:
+    def begin(self, envs: EnvBatch) -> None:
         pass
 
-    def logprobs(self, envs: Any, active: list[int], prompts: list[str]) -> Any:
-        return self.policy(prompts)
+    def logprobs(self, envs: EnvBatch, active: list[int], prompts: list[str]) -> LogProbs:
+        return self.scorer(prompts)
 
-    def after_step(self, actions: Sequence[int], step: Any) -> None:
+    def after_step(self, actions: Sequence[int], step: StepResult) -> None:
         pass
 
 
-def uniform_policy(num_actions: int) -> PolicyFn:
+def uniform_policy(num_actions: int) -> PromptScorer:
     logp = np.full(num_actions, -np.log(num_actions))
-    return lambda prompts: np.tile(logp, (len(prompts), 1))
+
+    def score(prompts: list[str]) -> np.ndarray:
+        return np.tile(logp, (len(prompts), 1))
+
+    return score
 
 
 def shuffle_between_envs(prompts: list[str], rng: np.random.Generator) -> list[str]:
@@ -143,8 +168,8 @@ def sampling_rng(seed: int, stream: int) -> np.random.Generator:
 
 
 def play_episodes(
-    policy: PolicyFn | EnvAgent,
-    envs: Any,
+    policy: PromptScorer | EnvAgent,
+    envs: EnvBatch,
     quotas: Sequence[int],
     seed: int,
     greedy: bool = False,
@@ -168,7 +193,7 @@ def play_episodes(
     done = [0] * envs.num_envs
     rngs = [sampling_rng(seed, envs.global_index(i)) for i in range(envs.num_envs)]
     batch_rng = np.random.default_rng([seed, _SAMPLING_SALT])
-    agent = policy if isinstance(policy, EnvAgent) else _PromptAgent(policy)
+    agent = policy if isinstance(policy, EnvAgent) else _ScorerAgent(policy)
     agent.begin(envs)
     played: list[Episode] = []
     while len(played) < total:
@@ -177,9 +202,7 @@ def play_episodes(
         if prompt_transform is not None:
             prompts = prompt_transform(prompts, batch_rng)
         shown = [prompts[i] for i in active]
-        raw = agent.logprobs(envs, active, shown)
-        logp = np.asarray(_to_numpy(raw), dtype=np.float64)
-        chosen = _choose(logp, [rngs[i] for i in active], greedy)
+        chosen = _choose(agent.logprobs(envs, active, shown), [rngs[i] for i in active], greedy)
         # Finished envs run candidate 0; their episodes are not recorded.
         actions = [0] * envs.num_envs
         for i, a in zip(active, chosen, strict=True):
@@ -207,8 +230,8 @@ def play_episodes(
 
 
 def run_episodes(
-    policy: PolicyFn | EnvAgent,
-    make_envs: Callable[[int], Any],
+    policy: PromptScorer | EnvAgent,
+    make_envs: Callable[[int], EnvBatch],
     episodes: int,
     num_envs: int,
     seed: int,
@@ -235,19 +258,17 @@ def run_episodes(
         )
     finally:
         envs.close()
-    return EpisodeResults.from_episodes(played)
+    return EpisodeResults(tuple(played))
 
 
-def _choose(logp: np.ndarray, rngs: Sequence[np.random.Generator], greedy: bool) -> list[int]:
+def _choose(logprobs: LogProbs, rngs: Sequence[np.random.Generator], greedy: bool) -> list[int]:
+    """Actions of the active envs: argmax, or the shared sampler fed one uniform per stream.
+
+    Sampling draws exactly one uniform from each active stream's own generator per step (none
+    when greedy), so a stream's actions never depend on which envs share its batch.
+    """
+    # float64 on CPU: the same choice whatever device or dtype the model scored in.
+    logp = torch.as_tensor(logprobs).detach().cpu().double()
     if greedy:
-        return [int(a) for a in logp.argmax(axis=1)]
-    probs = np.exp(logp - logp.max(axis=1, keepdims=True))
-    cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
-    u = np.array([rng.random() for rng in rngs])[:, None]
-    return np.minimum((u > cdf).sum(axis=1), logp.shape[1] - 1).tolist()
-
-
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
-        return value.detach().float().cpu().numpy()
-    return value
+        return [int(a) for a in greedy_actions(logp)]
+    return [int(a) for a in sample_from_uniforms(logp, stream_uniforms(rngs))]

@@ -6,6 +6,10 @@ a container engine only with ``launch.container``, GPUs only where ranks will ru
 complete model cache for any model that is not built locally. Side effects (PATH lookups,
 subprocesses, HTTP) go through small injectable callables so that tests drive every branch
 with real processes and servers rather than mocks of this module.
+
+Nothing here imports torch at module level (only the GPU probe does, when GPUs matter): model
+files are looked up with the torch-free ``glamhpc.policy.hubcache``, the tracking store is the
+one ``glamhpc.tracking.uri`` resolves for jobs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 
 from glamhpc import __version__, containers
 from glamhpc.config import Config
+from glamhpc.policy import hubcache
+from glamhpc.tracking.uri import default_uri, is_http, resolve_uri, sqlite_path
 
 Which = Callable[[str], str | None]
 
@@ -210,21 +216,20 @@ def check_model(cfg: Config) -> Check:
         folder = Path(name)
         if not folder.is_dir():
             return Check("model cache", False, f"model.path {folder} does not exist", _fetch(cfg))
-        missing = containers.missing_model_files(folder)
+        missing = hubcache.missing_model_files(folder)
         if missing:
             return Check("model cache", False, f"{folder} lacks {', '.join(missing)}", _fetch(cfg))
         return Check("model cache", True, f"{folder} is complete")
-    if model.name == "tiny-t5":
-        # Same lookup as glamhpc.policy.models (not imported here: it pulls in torch).
-        root = Path(model.cache_dir or os.environ.get("GLAMHPC_CACHE") or "~/.cache/glamhpc")
-        builds = sorted(root.expanduser().glob("tiny-t5-*/config.json"))
-        where = f"cached in {builds[-1].parent}" if builds else f"built under {root} on first use"
+    if model.name == hubcache.TINY_T5:
+        builds = hubcache.tiny_t5_builds(model.cache_dir)
+        root = hubcache.glamhpc_cache_root(model.cache_dir)
+        where = f"cached in {builds[-1]}" if builds else f"built under {root} on first use"
         return Check("model cache", True, f"tiny-t5 needs no download; {where}")
     if not model.pretrained:
         return Check(
             "model cache", True, f"{model.name}: random init (pretrained: false)", required=False
         )
-    found = containers.inspect_cached_model(model.name, model.cache_dir)
+    found = hubcache.inspect_cached_model(model.name, model.cache_dir)
     if found.complete:
         return Check("model cache", True, f"{model.name} complete in {found.snapshot}")
     return Check(
@@ -246,8 +251,8 @@ def _fetch(cfg: Config) -> str:
 def check_offline(cfg: Config, environ: Mapping[str, str] | None = None) -> Check:
     env = os.environ if environ is None else environ
     value = env.get("HF_HUB_OFFLINE", "")
-    offline = value.strip().lower() in {"1", "true", "yes", "on"}
-    needs_hub = cfg.model.name != "tiny-t5" and cfg.model.path is None
+    offline = hubcache.is_offline_env(env)
+    needs_hub = cfg.model.name != hubcache.TINY_T5 and cfg.model.path is None
     if offline or not needs_hub:
         return Check("HF offline mode", True, f"HF_HUB_OFFLINE={value or '(unset)'}", "", False)
     return Check(
@@ -257,12 +262,6 @@ def check_offline(cfg: Config, environ: Mapping[str, str] | None = None) -> Chec
         "export HF_HUB_OFFLINE=1 in job environments (the container images set it)",
         required=False,
     )
-
-
-def tracking_uri(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
-    """The MLflow URI jobs will use (config, then $MLFLOW_TRACKING_URI, then ./mlflow.db)."""
-    env = os.environ if environ is None else environ
-    return cfg.tracking.uri or env.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
 def http_probe(url: str, timeout: float = 3.0) -> tuple[bool, str]:
@@ -284,8 +283,10 @@ def check_mlflow(
 ) -> Check:
     if not cfg.tracking.enabled:
         return Check("MLflow", True, "tracking disabled in the config", required=False)
-    uri = tracking_uri(cfg, environ)
-    if uri.startswith(("http://", "https://")):
+    # The store jobs will use, resolved as the launcher and tracker do (config, then
+    # $MLFLOW_TRACKING_URI, then ./mlflow.db; relative SQLite paths made absolute).
+    uri = resolve_uri(cfg.tracking.uri, environ)
+    if is_http(uri):
         ok, note = probe(uri.rstrip("/") + "/health")
         if ok:
             return Check("MLflow", True, f"{uri} answers ({note})")
@@ -297,14 +298,18 @@ def check_mlflow(
             "tracking.uri / MLFLOW_TRACKING_URI; compute nodes must reach it too",
         )
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
-        folder = db.parent if str(db.parent) else Path(".")
+        db = sqlite_path(uri)
+        if db is None:  # sqlite:///:memory: keeps nothing, but needs no folder either
+            return Check("MLflow", True, f"{uri} (in memory)")
+        folder = db.parent
+        # Say when it is the default: that store then depends on the working folder.
+        note = "; MLflow's default sqlite:///mlflow.db" if uri == default_uri() else ""
         if _writable(folder):
-            return Check("MLflow", True, f"{uri} (folder {folder.resolve()} writable)")
+            return Check("MLflow", True, f"{uri} (folder {folder} writable{note})")
         return Check(
             "MLflow",
             False,
-            f"{uri}: folder {folder} is not writable",
+            f"{uri}: folder {folder} is not writable{note}",
             "point tracking.uri at a writable shared folder or an MLflow server",
         )
     if uri.startswith("file:") or "://" not in uri:

@@ -17,7 +17,6 @@ from glamhpc.tracking import (
     create_parent_run,
     finalize_parent,
     metric_series,
-    resolve_uri,
     sweep_tags,
 )
 from glamhpc.tracking.journal import ACKS, JOURNAL, Journal, MetricGate, iter_records
@@ -35,13 +34,6 @@ def _metrics(step: int) -> dict[str, float]:
 
 def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
-
-
-def test_uri_resolution_order(tracking_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_uri(None) == f"sqlite:///{tracking_env / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.org:5000")
-    assert resolve_uri(None) == "http://example.org:5000"
-    assert resolve_uri("sqlite:///rel/x.db") == f"sqlite:///{tracking_env / 'rel' / 'x.db'}"
 
 
 def test_run_records_params_tags_metrics_artifacts(
@@ -213,21 +205,6 @@ def test_local_sweep_2x2_parent_and_children(tracking_env: Path, sqlite_uri: str
     assert parent_run.info.status == "FINISHED"
     assert parent_run.data.tags["glamhpc.sweep"] == "parent"
     assert parent_run.data.params["ppo.lr"] == "[0.0001, 0.001]"
-
-
-def test_register_ahead_then_start_continues(tracking_env: Path, sqlite_uri: str) -> None:
-    from glamhpc.tracking import register_run
-
-    run_dir = tracking_env / "runs" / "exp" / "queued"
-    run_id = register_run(run_dir, _config("seed=3"), "exp", sqlite_uri, None, {"q": "1"})
-    client = MlflowClient(sqlite_uri)
-    queued = client.get_run(run_id)
-    assert queued.info.status == "SCHEDULED" and queued.data.tags["glamhpc.job_state"] == "PENDING"
-    assert queued.data.params["seed"] == "3" and queued.info.run_name == "queued"
-    with Tracker.start(run_dir, _config("seed=3"), "exp", sqlite_uri, None, {}) as tracker:
-        assert tracker.resumed and tracker.run_id == run_id
-        tracker.log_metrics(_metrics(0), step=0)
-    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_system_metrics_are_sampled_by_the_sender(tracking_env: Path, sqlite_uri: str) -> None:

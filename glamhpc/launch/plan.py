@@ -1,0 +1,401 @@
+"""The launch plan: everything decided before a run is submitted, and whether it can fit.
+
+A plan writes nothing and imports no torch: the resolved resources, the run name and directory
+(owned by glamhpc.rundir), the per-node torchrun command, and the layout of ranks over nodes with
+their env shards. `glamhpc submit --dry-run` prints all of it together with the per-rank memory
+estimate and the batch script; `glamhpc plan` prints the rank layout and memory and refuses
+combinations that cannot fit. Only the memory estimate needs the model's shape (torch, imported
+inside the functions that need it), so plain `glamhpc submit` never computes it.
+
+Memory model (bytes per parameter P, world size W, Adam):
+- fp32 weights 4P, fp32 grads 4P, Adam moments 8P: 16 bytes/param in total (XL: ~46 GB);
+- bf16 weights/grads with fp32 master copy and moments: 2 + 2 + 4 + 8 = 16 bytes/param too, but
+  FSDP mixed precision keeps fp32 sharded params (4P/W) plus bf16 gathered blocks transiently;
+- DDP replicates everything; FSDP2 shards weights, grads and optimizer state over W and
+  gathers one T5 block at a time (plus the root's embeddings/lm_head);
+- LoRA trains adapters only: frozen base weights, grads and Adam state for the adapters.
+Activations (update phase, per rank) follow Korthikanti et al.'s ~34 bytes x d_model per token and
+layer at 16-bit (x2 in fp32), or only each layer's input with activation checkpointing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, cast
+
+from glamhpc.config import Config, env_split_problem
+from glamhpc.launch.executors import LaunchError, render_sbatch
+from glamhpc.launch.resources import Resources, job_name, resolve
+from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
+from glamhpc.rundir import CONFIG_FILE, DONE_MARKER, RunDir, check_run_name, default_run_name
+from glamhpc.tracking import tracking_uri
+
+GB = 1e9
+# Typical prompt length in tokens at the paper's 3-observation history (measured on MixedTrainLocal
+# with the Flan-T5 tokenizer: ~150-250); used only for the activation estimate.
+PROMPT_TOKENS = 256
+ACTION_TOKENS = 4
+#: The model glamhpc.policy.models builds locally (named here: this module stays torch-free).
+TINY_T5 = "tiny-t5"
+
+
+class T5Shape(Protocol):
+    """The fields of a T5 config the memory estimate reads."""
+
+    d_model: int
+    d_kv: int
+    d_ff: int
+    num_heads: int
+    num_layers: int
+    num_decoder_layers: int
+
+
+@dataclass(frozen=True)
+class RankSlot:
+    """Where one global rank runs and which envs it steps: [env_start, env_start + env_count)."""
+
+    node: int
+    local_rank: int
+    rank: int
+    env_start: int
+    env_count: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Per-rank memory of the update phase (GB)."""
+
+    params: int
+    trainable: int
+    weights_gb: float
+    grads_gb: float
+    optimizer_gb: float
+    activations_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.weights_gb + self.grads_gb + self.optimizer_gb + self.activations_gb
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Whether a config fits a node/GPU count: the rank layout, the memory, what does not fit."""
+
+    world_size: int
+    ranks: list[RankSlot]
+    memory: MemoryEstimate
+    gpu_mem_gb: float
+    problems: list[str]
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+
+# ------------------------------------------------------------------ ranks and memory
+def rank_layout(num_envs: int, nodes: int, per_node: int) -> list[RankSlot]:
+    """Global rank ``n * per_node + l`` on node n; each rank steps an equal, contiguous share."""
+    world = nodes * per_node
+    per_rank = num_envs // world if world else 0
+    return [
+        RankSlot(n, lr, n * per_node + lr, (n * per_node + lr) * per_rank, per_rank)
+        for n in range(nodes)
+        for lr in range(per_node)
+    ]
+
+
+def model_shape(name: str) -> tuple[int, T5Shape]:
+    """(parameter count, config) of a model built from its config on the meta device."""
+    import torch
+
+    from glamhpc.policy.models import build_from_config, count_params, t5_config_for
+
+    config = t5_config_for(name)
+    with torch.device("meta"):
+        model = build_from_config(config)
+    return count_params(model), config
+
+
+def model_params(name: str) -> tuple[int, T5Shape]:
+    """(parameter count, config) of ``model.name``; ValueError for a model without known shape."""
+    if name == TINY_T5:
+        # tiny-t5's vocabulary comes from its tokenizer: load the (cached) small model itself.
+        from glamhpc.policy.models import count_params, load_model
+
+        model, _ = load_model(TINY_T5, device="cpu")
+        return count_params(model), cast("T5Shape", model.config)
+    return model_shape(name)
+
+
+def lora_params(config: T5Shape, r: int, targets: list[str]) -> int:
+    d = config.d_model
+    inner = config.num_heads * config.d_kv
+    d_ff = config.d_ff
+    layers = config.num_layers + config.num_decoder_layers
+    shapes = {"q": (d, inner), "k": (d, inner), "v": (d, inner), "o": (inner, d)}
+    shapes |= {"wi_0": (d, d_ff), "wi_1": (d, d_ff), "wo": (d_ff, d), "wi": (d, d_ff)}
+    per_layer = sum(r * (a + b) for t, (a, b) in shapes.items() if t in targets)
+    # Self-attention in every layer, plus cross-attention in decoder layers.
+    attn = sum(r * (a + b) for t, (a, b) in shapes.items() if t in targets and t in "qkvo")
+    return layers * per_layer + config.num_decoder_layers * attn
+
+
+def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) -> MemoryEstimate:
+    bf16 = cfg.model.dtype == "bf16" or cfg.dist.mixed_precision == "bf16"
+    weight_bytes = 2 if cfg.model.dtype == "bf16" else 4
+    shard = world_size if cfg.dist.strategy == "fsdp" else 1
+    d = config.d_model
+    if cfg.model.lora.enabled:
+        trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules)
+        weights = params * weight_bytes / shard + trainable * 4
+        grads = trainable * 4
+        optim = trainable * 8
+    else:
+        trainable = params
+        weights = params * 4 / shard
+        if cfg.dist.strategy == "fsdp":
+            # One gathered block at a time (+ the root's embedding/lm_head) in compute precision.
+            layers = config.num_layers + config.num_decoder_layers
+            weights += params / layers * (2 if bf16 else 4) * 2
+        elif cfg.model.dtype == "bf16":
+            weights = params * 2 + params * 4  # bf16 compute copy + fp32 master
+        grads = params * 4 / shard
+        optim = params * 8 / shard
+    mb_local = max(cfg.ppo.minibatch_size // world_size, 1)
+    k = 6
+    token_layers = (
+        PROMPT_TOKENS * config.num_layers
+        + (1 + k * (ACTION_TOKENS - 1)) * config.num_decoder_layers
+    )
+    per_token_layer = (2 * d * 2) if cfg.dist.activation_checkpointing else 34 * d
+    act = mb_local * token_layers * per_token_layer * (1 if bf16 else 2)
+    return MemoryEstimate(
+        params=params,
+        trainable=trainable,
+        weights_gb=weights / GB,
+        grads_gb=grads / GB,
+        optimizer_gb=optim / GB,
+        activations_gb=act / GB,
+    )
+
+
+def run_memory(cfg: Config, world_size: int) -> MemoryEstimate:
+    """Per-rank memory of ``cfg`` over ``world_size`` ranks (imports torch for the model shape)."""
+    params, config = model_params(cfg.model.name)
+    return estimate_memory(cfg, params, config, world_size)
+
+
+def check_capacity(
+    cfg: Config, nodes: int, gpus_per_node: int, gpu_mem_gb: float = 80.0
+) -> Capacity:
+    """Rank layout and memory of ``cfg`` on ``nodes`` x ``gpus_per_node``, with what cannot fit
+    (env shards that do not divide, memory above 90% of a GPU) and how to fix it."""
+    per_node = gpus_per_node if gpus_per_node > 0 else cfg.launch.nproc_per_node
+    world = nodes * per_node
+    problems: list[str] = []
+    split = env_split_problem(cfg.env.num_envs, world) if world else None
+    if split:
+        problems.append(split)
+    ranks = rank_layout(cfg.env.num_envs, nodes, per_node)
+    memory = run_memory(cfg, world)
+    if gpus_per_node > 0 and memory.total_gb > 0.9 * gpu_mem_gb:
+        static = memory.weights_gb + memory.grads_gb + memory.optimizer_gb
+        fix = (
+            "use dist.strategy=fsdp on more GPUs, model.lora.enabled=true"
+            if cfg.dist.strategy == "ddp"
+            else "use more GPUs, model.lora.enabled=true"
+        )
+        if static < 0.9 * gpu_mem_gb:
+            fix = "lower ppo.minibatch_size, set dist.activation_checkpointing=true, or " + fix
+        problems.append(
+            f"{cfg.model.name} with {cfg.dist.strategy} in "
+            f"{'bf16' if cfg.model.dtype == 'bf16' else 'fp32'} needs ~{memory.total_gb:.0f} GB "
+            f"per GPU (~{static:.0f} GB for weights+grads+optimizer) but a GPU has "
+            f"{gpu_mem_gb:.0f} GB: {fix}"
+        )
+    return Capacity(world, ranks, memory, gpu_mem_gb, problems)
+
+
+# ------------------------------------------------------------------ one run's plan
+@dataclass
+class RunPlan:
+    """Everything decided before a run is submitted (printed by --dry-run)."""
+
+    cfg: Config
+    resources: Resources
+    run_name: str
+    run_dir: Path
+    folder: Path
+    spec: RunSpec
+    job_name: str
+    ranks: list[RankSlot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.spec.config_path)
+
+
+def resolved_tracking(cfg: Config) -> Config:
+    """``cfg`` carrying the tracking URI glamhpc.tracking resolves for it (local stores made
+    absolute), so every rank on every node and every requeue writes to the store the submitter
+    meant: the ranks read it from the config snapshot, whatever their working directory."""
+    uri = tracking_uri(cfg)
+    if uri == cfg.tracking.uri:
+        return cfg
+    resolved = cfg.model_copy(deep=True)
+    resolved.tracking.uri = uri
+    return resolved
+
+
+def torchrun_log_dir(run: RunDir) -> Path:
+    """Where torchrun's per-rank logs of a run go (one folder per job and node below it)."""
+    return run.launch / "torchrun"
+
+
+def plan_run(
+    cfg: Config,
+    run_name: str | None = None,
+    workdir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> RunPlan:
+    """Resolve one run: resources, run name and directory, the job's spec. Writes nothing."""
+    res = resolve(cfg)
+    if res.container:
+        _check_container(res)
+    name = check_run_name(run_name or default_run_name(cfg))
+    workdir = (workdir or Path.cwd()).resolve()
+    cfg = resolved_tracking(cfg)
+    run = RunDir.of(cfg, name, workdir)
+    tags = {"launcher": "glamhpc submit", "executor": res.executor, "nodes": str(res.nodes)}
+    tags.update(extra_tags or {})
+    env = {"GLAMHPC_RUN_TAGS": json.dumps(tags, sort_keys=True)}
+    env.update(extra_env or {})
+    spec = RunSpec(
+        # The snapshot RunDir.write_launch_snapshot writes at submit.
+        config_path=str(run.launch / CONFIG_FILE),
+        run_name=name,
+        run_dir=str(run.path),
+        workdir=str(workdir),
+        log_dir=str(torchrun_log_dir(run)),
+        env=env,
+    )
+    notes = []
+    if run.is_done():
+        notes.append(f"{run.path} is already finished ({DONE_MARKER}); the job will exit at once")
+    elif run.has_checkpoints():
+        notes.append(f"{run.path} exists: the job resumes it from its latest checkpoint")
+    return RunPlan(
+        cfg=cfg,
+        resources=res,
+        run_name=name,
+        run_dir=run.path,
+        folder=run.launch,
+        spec=spec,
+        job_name=job_name("run", name),
+        ranks=rank_layout(cfg.env.num_envs, res.nodes, res.nproc_per_node),
+        notes=notes,
+    )
+
+
+def _check_container(res: Resources) -> None:
+    from glamhpc.containers import ContainerError, engine_for_image, wrap_command
+
+    try:
+        wrap_command(["true"], str(res.container), engine=engine_for_image(str(res.container)))
+    except ContainerError as exc:
+        raise LaunchError(f"--container {res.container}: {exc}") from None
+
+
+def node_command_preview(plan: RunPlan) -> str:
+    """The per-node command with the allocation-dependent parts as shell-style placeholders."""
+    res = plan.resources
+    rendezvous = None
+    if res.nodes > 1:
+        rendezvous = Rendezvous("$FIRST_NODE", 0, "glamhpc-$SLURM_JOB_ID")
+    argv = torchrun_argv(
+        train_argv=plan.spec.train_argv(),
+        nnodes=res.nodes,
+        nproc_per_node=res.nproc_per_node,
+        rendezvous=rendezvous,
+        log_dir=os.path.join(plan.spec.log_dir, "$JOB_ID-node$NODE"),
+        max_restarts=res.max_restarts,
+        shutdown_timeout_s=res.shutdown_timeout_s,
+    )
+    if rendezvous is not None:
+        argv = [a.replace("$FIRST_NODE:0", "$FIRST_NODE:$PORT") for a in argv]
+    text = shlex.join(argv)
+    if res.container:
+        text = f"[inside {res.container}] {text}"
+    return text
+
+
+def _rank_lines(ranks: list[RankSlot]) -> list[str]:
+    """One line per node: its global ranks and the envs they step."""
+    lines = []
+    for node, group in itertools.groupby(ranks, key=lambda r: r.node):
+        slots = list(group)
+        first, last = slots[0], slots[-1]
+        which = f"rank {first.rank}" if first is last else f"ranks {first.rank}-{last.rank}"
+        envs = f"envs {first.env_start}-{last.env_start + last.env_count - 1}"
+        lines.append(f"node {node}: {which}, {envs} ({first.env_count} per rank)")
+    return lines
+
+
+def _memory_lines(plan: RunPlan) -> list[str]:
+    try:
+        m = run_memory(plan.cfg, plan.resources.world_size)
+    except ValueError as exc:  # a model without a known shape: the rest of the plan still holds
+        return [f"memory/rank  not estimated: {exc}"]
+    return [
+        f"model        {plan.cfg.model.name}: {m.params / 1e6:.1f} M parameters, "
+        f"{m.trainable / 1e6:.1f} M trainable",
+        f"memory/rank  ~{m.total_gb:.2f} GB: weights {m.weights_gb:.2f} + gradients "
+        f"{m.grads_gb:.2f} + optimizer {m.optimizer_gb:.2f} + activations (estimate) "
+        f"{m.activations_gb:.2f}",
+    ]
+
+
+def format_plan(plan: RunPlan, memory: bool = False) -> str:
+    """Human-readable plan: what runs where, the ranks, and the batch script for Slurm.
+
+    ``memory`` adds the per-rank memory estimate, which needs the model's shape (torch): only
+    --dry-run asks for it.
+    """
+    res = plan.resources
+    device = (
+        f"{res.gpus_per_node} GPU(s)" if res.gpus_per_node else f"{res.nproc_per_node} CPU rank(s)"
+    )
+    limit = f"{res.time_min} min" if res.time_min is not None else "partition default"
+    lines = [
+        f"run          {plan.run_name}",
+        f"run dir      {plan.run_dir}",
+        f"executor     {res.executor}",
+        f"nodes        {res.nodes} x {device} = world size {res.world_size}",
+        f"cpus/node    {res.cpus_per_task}",
+        f"time limit   {limit} (USR2 {res.signal_delay_s}s before it; "
+        f"at most {res.max_requeues} requeues)",
+        f"tracking     {plan.cfg.tracking.uri if plan.cfg.tracking.enabled else 'disabled'}",
+        f"job name     {plan.job_name}",
+        f"config       {plan.config_path} (snapshot written at submit)",
+        f"node command {node_command_preview(plan)}",
+    ]
+    lines += [
+        f"{'ranks' if i == 0 else '':<12} {text}" for i, text in enumerate(_rank_lines(plan.ranks))
+    ]
+    if memory:
+        lines += _memory_lines(plan)
+    lines += [f"note         {note}" for note in plan.notes]
+    if res.executor == "slurm":
+        lines += ["", "# sbatch script", render_sbatch(res, plan.folder, plan.job_name)]
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""What a run saves and restores: checkpoints (exact resume) and the final model export.
+
+A checkpoint holds the model and optimizer (sharded under FSDP2), every rank's env states and
+the counters and learning-curve history; nothing else is needed to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from glamhpc import __version__
+from glamhpc.checkpoint import Checkpointer, checkpoint_name, read_global_state, read_rank_states
+from glamhpc.config import Config, to_dict
+from glamhpc.distributed import DistContext, load_model_state, save_model_state, unwrap
+from glamhpc.envs.batch import EnvBatch, merge_state_dicts
+from glamhpc.fsutil import atomic_write_text
+
+
+@dataclass
+class Counters:
+    update: int = 0
+    frames: int = 0
+    episodes: int = 0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class Restored:
+    counters: Counters
+    history: list[dict[str, float]]
+
+
+def save_checkpoint(
+    checkpointer: Checkpointer,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ctx: DistContext,
+    cfg: Config,
+    counters: Counters,
+    history: list[dict[str, float]],
+    env_state: dict[str, Any],
+) -> Path:
+    """Collective: every rank writes its part; returns the checkpoint folder."""
+    write_shared, write_rank = save_model_state(policy, optimizer, ctx)
+    global_state = {
+        "counters": asdict(counters),
+        "history": history,
+        "world_size": ctx.world_size,
+        "glamhpc_version": __version__,
+        "config": to_dict(cfg),
+    }
+    return checkpointer.save(
+        counters.update,
+        write_shared,
+        {"rank": ctx.rank, "envs": env_state},
+        global_state,
+        write_rank,
+    )
+
+
+def restore_latest(
+    checkpointer: Checkpointer,
+    policy: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    envs: EnvBatch,
+    ctx: DistContext,
+) -> Restored | None:
+    """Collective: load the latest complete checkpoint, or None when there is none."""
+    latest = checkpointer.find_latest() if ctx.is_main else None
+    name = ctx.broadcast_object(latest.name if latest else None)
+    if name is None:
+        return None
+    folder = checkpointer.folder / name
+    load_model_state(policy, optimizer, folder, ctx)
+    state = read_global_state(folder)
+    # Each env's state carries its global index: a different world size picks its own envs.
+    envs.load_state_dict(merge_state_dicts(r["envs"] for r in read_rank_states(folder)))
+    return Restored(Counters(**state["counters"]), state.get("history", []))
+
+
+def saved_at(checkpointer: Checkpointer, update: int) -> bool:
+    """The latest checkpoint is the one of ``update``."""
+    latest = checkpointer.folder / "latest"
+    return latest.is_file() and latest.read_text().strip() == checkpoint_name(update)
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """Metadata `glamhpc eval` needs to rebuild the policy from an export."""
+
+    action_space: str
+    action_texts: list[str]
+    level: str
+    scoring: str
+    history: int
+    value_hidden: int
+    frames: int
+
+
+def export_model(
+    policy: nn.Module,
+    tokenizer: Any,
+    folder: Path,
+    full_state: dict[str, torch.Tensor],
+    info: ExportInfo,
+) -> None:
+    """Final model: HF folder (weights + tokenizer) + value head + `glamhpc.json` (rank 0)."""
+    from safetensors.torch import save_file
+
+    inner = unwrap(policy)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = getattr(inner, "model", None)
+    if model is not None and hasattr(model, "merge_and_unload"):  # LoRA: ship merged weights
+        model.merge_and_unload().save_pretrained(folder)
+    elif model is not None:
+        weights = {k[len("model.") :]: v for k, v in full_state.items() if k.startswith("model.")}
+        model.save_pretrained(folder, state_dict=weights)
+    tokenizer.save_pretrained(folder)
+    head = {
+        k[len("value_head.") :]: v.contiguous()
+        for k, v in full_state.items()
+        if k.startswith("value_head.")
+    }
+    if head:
+        save_file(head, str(folder / "value_head.safetensors"))
+    meta = {**asdict(info), "glamhpc_version": __version__}
+    atomic_write_text(folder / "glamhpc.json", json.dumps(meta, indent=1))
