@@ -74,7 +74,7 @@ class EnvConfig(_Section):
     @field_validator("level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        from glamhpc.envs.levels import resolve_level
+        from glamhpc.envs.catalog import resolve_level
 
         try:
             return resolve_level(value)

@@ -23,7 +23,6 @@ a Mixed level's limit follows the kind drawn for the episode.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
@@ -44,6 +43,8 @@ from minigrid.envs.babyai.core.verifier import (
     PickupInstr,
     PutNextInstr,
 )
+
+from glamhpc.envs import catalog
 
 __all__ = [
     "EXTRA_MINIGRID_IDS",
@@ -379,25 +380,8 @@ def known_levels() -> list[str]:
 
 
 def resolve_level(name: str) -> str:
-    """Map ``MixedTrainLocal``, ``BabyAI-MixedTrainLocal`` or the full id to the full id.
-
-    Matching is exact first, then case-insensitive. Raises ValueError naming the bad name and
-    the closest known levels.
-    """
-    ids = known_levels()
-    candidates = [name, f"{name}-v0", f"BabyAI-{name}", f"BabyAI-{name}-v0"]
-    for cand in candidates:
-        if cand in gym.registry and cand.startswith("BabyAI-"):
-            return cand
-    by_lower = {i.lower(): i for i in ids}
-    for cand in candidates:
-        if cand.lower() in by_lower:
-            return by_lower[cand.lower()]
-    short = {i.removeprefix("BabyAI-").rsplit("-v", 1)[0]: i for i in ids}
-    query = name.removeprefix("BabyAI-").rsplit("-v", 1)[0]
-    close = difflib.get_close_matches(query, list(short), n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `known_levels()`"
-    raise ValueError(f"unknown level {name!r}{hint}")
+    """The full id of a level name (see `glamhpc.envs.catalog.resolve_level`)."""
+    return catalog.resolve_level(name)
 
 
 def level_language(env_id: str) -> str:

@@ -19,8 +19,8 @@ import re
 from collections import deque
 from collections.abc import Sequence
 
-from glamhpc.vocab import FR_COLORS as _FR_COLORS
-from glamhpc.vocab import FR_NOUNS as _FR_NOUNS
+from glamhpc.envs.vocab import FR_COLORS as _FR_COLORS
+from glamhpc.envs.vocab import FR_NOUNS as _FR_NOUNS
 
 __all__ = [
     "MAX_WINDOW",
@@ -34,7 +34,7 @@ MAX_WINDOW = 9
 _HEADERS = {"english": "Possible action of the agent:", "french": "Actions possibles pour l'agent:"}
 _GOAL_LABELS = {"english": " \n Goal of the agent: ", "french": " \n But de l'agent: "}
 
-# All French nouns (glamhpc.vocab) are feminine, hence "la"/"une".
+# All French nouns (glamhpc.envs.vocab) are feminine, hence "la"/"une".
 _FR_ARTICLES = {"the": "la", "a": "une"}
 _GOTO = re.compile(
     r"go to (?P<article>the|a) (?:(?P<color>{colors}) )?(?P<noun>{nouns})".format(

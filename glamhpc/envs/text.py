@@ -24,9 +24,9 @@ from functools import cache
 import numpy as np
 from minigrid.core.constants import IDX_TO_COLOR, IDX_TO_OBJECT, STATE_TO_IDX
 
-from glamhpc.vocab import FR_COLORS as _FR_COLORS
-from glamhpc.vocab import FR_NOUNS as _FR_NOUNS
-from glamhpc.vocab import FR_STATES as _FR_STATES
+from glamhpc.envs.vocab import FR_COLORS as _FR_COLORS
+from glamhpc.envs.vocab import FR_NOUNS as _FR_NOUNS
+from glamhpc.envs.vocab import FR_STATES as _FR_STATES
 
 __all__ = ["LANGUAGES", "VIEW_SIZE", "describe"]
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from glamhpc.policy import sampling
 from glamhpc.policy.scoring import (
     Candidates,
     ScoreOutput,
@@ -157,10 +158,10 @@ class GlamPolicy(nn.Module):
         generator: torch.Generator | None = None,
         greedy: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample (or argmax) one action per prompt.
+        """Sample (or argmax) one action per prompt, with the one sampler (`policy.sampling`).
 
-        Sampling happens on the generator's device (CPU by default) so that a seeded CPU
-        generator gives the same actions whatever device the model runs on.
+        The uniforms come from ``generator`` on CPU, so a seeded generator gives the same
+        actions whatever device the model runs on.
 
         Returns:
             (actions [B] long, log pi(action) [B], values [B], entropy [B]), all float32 on CPU.
@@ -168,12 +169,11 @@ class GlamPolicy(nn.Module):
         logprobs, values = self(prompts)
         logprobs = logprobs.float()
         if greedy:
-            actions = logprobs.argmax(dim=-1)
+            actions = sampling.greedy(logprobs)
         else:
-            device = generator.device if generator is not None else torch.device("cpu")
-            probs = logprobs.exp().to(device)
-            actions = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        chosen, entropy = action_stats(logprobs, actions)
+            uniforms = torch.rand(logprobs.shape[0], generator=generator, dtype=torch.float64)
+            actions = sampling.sample_from_uniforms(logprobs, uniforms)
+        chosen, entropy = action_stats(logprobs, actions.to(logprobs.device))
         return actions.cpu(), chosen.cpu(), values.float().cpu(), entropy.cpu()
 
     def evaluate(

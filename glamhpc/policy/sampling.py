@@ -41,8 +41,10 @@ def sample_from_uniforms(
     # absorbs rounding in the sum.
     cdf = logprobs.detach().cpu().double().exp().cumsum(-1)
     cdf = cdf / cdf[:, -1:]
-    u = torch.as_tensor(np.asarray(uniforms, dtype=np.float64), dtype=torch.float64)
-    idx = torch.searchsorted(cdf, u[:, None]).squeeze(1)
+    u = torch.as_tensor(uniforms, dtype=torch.float64).cpu()
+    # right=True: the first k with cdf_k > u, so a zero-probability candidate (an empty
+    # interval) is never picked, not even by u == 0.
+    idx = torch.searchsorted(cdf, u[:, None], right=True).squeeze(1)
     return idx.clamp_max(logprobs.shape[1] - 1)
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from glamhpc.vocab import COLORS, DOOR_STATES, OBJECTS
-from glamhpc.vocab import FR_COLORS as COLORS_FR
-from glamhpc.vocab import FR_NOUNS as OBJECTS_FR
-from glamhpc.vocab import FR_STATES as DOOR_STATES_FR
+from glamhpc.envs.vocab import COLORS, DOOR_STATES, OBJECTS
+from glamhpc.envs.vocab import FR_COLORS as COLORS_FR
+from glamhpc.envs.vocab import FR_NOUNS as OBJECTS_FR
+from glamhpc.envs.vocab import FR_STATES as DOOR_STATES_FR
 
 # Action spaces, in env-action order (spec section 3). The French names are those of the French
 # prompt header. Every one of these strings becomes a single token of the tiny tokenizer (see

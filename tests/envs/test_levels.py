@@ -257,3 +257,11 @@ def test_level_language() -> None:
     assert level_language("BabyAI-GoToFrench-v0") == "french"
     assert level_language("BabyAI-MixedTrainLocal-v0") == "english"
     assert level_language("BabyAI-GoToLocal-v0") == "english"
+
+
+def test_static_catalog_is_exactly_the_registered_levels() -> None:
+    """Config validation resolves names from a static list (no minigrid import): it must list
+    exactly what gymnasium holds once our levels are registered."""
+    from glamhpc.envs.catalog import LEVEL_IDS
+
+    assert sorted(LEVEL_IDS) == known_levels()

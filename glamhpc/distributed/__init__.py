@@ -1,0 +1,28 @@
+"""All parallelism lives here (torchtitan style): process group, device, DDP/FSDP2, sharded state.
+
+The model, scoring, PPO and evaluation code never import torch.distributed: collectives go through
+`DistContext`, wrapping through `wrap_policy`, checkpoint state through `save_model_state` /
+`load_model_state`. An import-contract test keeps it that way.
+"""
+
+from glamhpc.distributed.context import DistContext, init_distributed, pick_device, shutdown
+from glamhpc.distributed.parallel import unwrap, wrap_policy
+from glamhpc.distributed.state import (
+    full_state_dict,
+    is_sharded,
+    load_model_state,
+    save_model_state,
+)
+
+__all__ = [
+    "DistContext",
+    "full_state_dict",
+    "init_distributed",
+    "is_sharded",
+    "load_model_state",
+    "pick_device",
+    "save_model_state",
+    "shutdown",
+    "unwrap",
+    "wrap_policy",
+]
