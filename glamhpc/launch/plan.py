@@ -4,8 +4,8 @@ A plan writes nothing and imports no torch: the resolved resources, the run name
 (owned by glamhpc.rundir), the per-node torchrun command, and the layout of ranks over nodes with
 their env shards. `glamhpc submit --dry-run` prints all of it together with the per-rank memory
 estimate and the batch script; `glamhpc plan` prints the rank layout and memory and refuses
-combinations that cannot fit. Only the memory estimate needs the model's shape (torch, imported
-inside the functions that need it), so plain `glamhpc submit` never computes it.
+combinations that cannot fit. The memory estimate reads the model's shape from
+`glamhpc.policy.shapes` (published FLAN-T5 shapes, cached config.json files): no torch either.
 
 Memory model (bytes per parameter P, world size W, Adam):
 - fp32 weights 4P, fp32 grads 4P, Adam moments 8P: 16 bytes/param in total (XL: ~46 GB);
@@ -26,12 +26,13 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
 
 from glamhpc.config import Config, env_split_problem
 from glamhpc.launch.executors import LaunchError, render_sbatch
 from glamhpc.launch.resources import Resources, job_name, resolve
 from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
+from glamhpc.policy.hubcache import TINY_T5, inspect_cached_model, tiny_t5_builds
+from glamhpc.policy.shapes import FLAN_T5_SHAPES, T5Shape, flan_t5_shape, param_count, tiny_t5_shape
 from glamhpc.rundir import CONFIG_FILE, DONE_MARKER, RunDir, check_run_name, default_run_name
 from glamhpc.tracking import tracking_uri
 
@@ -40,19 +41,6 @@ GB = 1e9
 # with the Flan-T5 tokenizer: ~150-250); used only for the activation estimate.
 PROMPT_TOKENS = 256
 ACTION_TOKENS = 4
-#: The model glamhpc.policy.models builds locally (named here: this module stays torch-free).
-TINY_T5 = "tiny-t5"
-
-
-class T5Shape(Protocol):
-    """The fields of a T5 config the memory estimate reads."""
-
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_heads: int
-    num_layers: int
-    num_decoder_layers: int
 
 
 @dataclass(frozen=True)
@@ -109,40 +97,40 @@ def rank_layout(num_envs: int, nodes: int, per_node: int) -> list[RankSlot]:
     ]
 
 
-def model_shape(name: str) -> tuple[int, T5Shape]:
-    """(parameter count, config) of a model built from its config on the meta device."""
-    import torch
-
-    from glamhpc.policy.models import build_from_config, count_params, t5_config_for
-
-    config = t5_config_for(name)
-    with torch.device("meta"):
-        model = build_from_config(config)
-    return count_params(model), config
+def model_shape(name: str, cache_dir: str | None = None) -> tuple[int, T5Shape]:
+    """(parameter count, shape) of ``model.name``, torch-free: FLAN-T5 sizes from their published
+    shapes, tiny-t5 from its cached build (or its vocabulary bound), other hub models from the
+    config.json in the local cache. ValueError for a model whose shape is unknown here."""
+    shape = _shape(name, cache_dir)
+    return param_count(shape), shape
 
 
-def model_params(name: str) -> tuple[int, T5Shape]:
-    """(parameter count, config) of ``model.name``; ValueError for a model without known shape."""
+def _shape(name: str, cache_dir: str | None) -> T5Shape:
     if name == TINY_T5:
-        # tiny-t5's vocabulary comes from its tokenizer: load the (cached) small model itself.
-        from glamhpc.policy.models import count_params, load_model
-
-        model, _ = load_model(TINY_T5, device="cpu")
-        return count_params(model), cast("T5Shape", model.config)
-    return model_shape(name)
+        builds = sorted(
+            tiny_t5_builds(cache_dir), key=lambda p: (p / "config.json").stat().st_mtime
+        )
+        # Before its first build, the tokenizer's vocabulary bound gives an upper estimate.
+        return T5Shape.from_json(builds[-1] / "config.json") if builds else tiny_t5_shape(2048)
+    if name in FLAN_T5_SHAPES or f"google/{name}" in FLAN_T5_SHAPES:
+        return flan_t5_shape(name)
+    snapshot = inspect_cached_model(name, cache_dir).snapshot
+    if snapshot is not None and (snapshot / "config.json").is_file():
+        return T5Shape.from_json(snapshot / "config.json")
+    return flan_t5_shape(name)  # raises ValueError naming the known shapes
 
 
 def lora_params(config: T5Shape, r: int, targets: list[str]) -> int:
     d = config.d_model
     inner = config.num_heads * config.d_kv
     d_ff = config.d_ff
-    layers = config.num_layers + config.num_decoder_layers
+    layers = config.layers
     shapes = {"q": (d, inner), "k": (d, inner), "v": (d, inner), "o": (inner, d)}
     shapes |= {"wi_0": (d, d_ff), "wi_1": (d, d_ff), "wo": (d_ff, d), "wi": (d, d_ff)}
     per_layer = sum(r * (a + b) for t, (a, b) in shapes.items() if t in targets)
     # Self-attention in every layer, plus cross-attention in decoder layers.
     attn = sum(r * (a + b) for t, (a, b) in shapes.items() if t in targets and t in "qkvo")
-    return layers * per_layer + config.num_decoder_layers * attn
+    return layers * per_layer + config.dec_layers * attn
 
 
 def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) -> MemoryEstimate:
@@ -160,7 +148,7 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
         weights = params * 4 / shard
         if cfg.dist.strategy == "fsdp":
             # One gathered block at a time (+ the root's embedding/lm_head) in compute precision.
-            layers = config.num_layers + config.num_decoder_layers
+            layers = config.layers
             weights += params / layers * (2 if bf16 else 4) * 2
         elif cfg.model.dtype == "bf16":
             weights = params * 2 + params * 4  # bf16 compute copy + fp32 master
@@ -169,8 +157,7 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
     mb_local = max(cfg.ppo.minibatch_size // world_size, 1)
     k = 6
     token_layers = (
-        PROMPT_TOKENS * config.num_layers
-        + (1 + k * (ACTION_TOKENS - 1)) * config.num_decoder_layers
+        PROMPT_TOKENS * config.enc_layers + (1 + k * (ACTION_TOKENS - 1)) * config.dec_layers
     )
     per_token_layer = (2 * d * 2) if cfg.dist.activation_checkpointing else 34 * d
     act = mb_local * token_layers * per_token_layer * (1 if bf16 else 2)
@@ -185,8 +172,8 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
 
 
 def run_memory(cfg: Config, world_size: int) -> MemoryEstimate:
-    """Per-rank memory of ``cfg`` over ``world_size`` ranks (imports torch for the model shape)."""
-    params, config = model_params(cfg.model.name)
+    """Per-rank memory of ``cfg`` over ``world_size`` ranks."""
+    params, config = model_shape(cfg.model.name, cfg.model.cache_dir)
     return estimate_memory(cfg, params, config, world_size)
 
 
@@ -369,8 +356,7 @@ def _memory_lines(plan: RunPlan) -> list[str]:
 def format_plan(plan: RunPlan, memory: bool = False) -> str:
     """Human-readable plan: what runs where, the ranks, and the batch script for Slurm.
 
-    ``memory`` adds the per-rank memory estimate, which needs the model's shape (torch): only
-    --dry-run asks for it.
+    ``memory`` adds the per-rank memory estimate (--dry-run asks for it).
     """
     res = plan.resources
     device = (

@@ -9,33 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from glamhpc.policy.shapes import T5Shape
+
 # Dense bf16 peak of common accelerators (TFLOP/s, no sparsity) for MFU.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "V100": 125.0}
-
-
-@dataclass(frozen=True)
-class T5Shape:
-    d_model: int
-    d_ff: int
-    d_kv: int
-    num_heads: int
-    enc_layers: int
-    dec_layers: int
-    vocab: int
-    gated: bool = True
-
-    @classmethod
-    def from_config(cls, config: object) -> T5Shape:
-        return cls(
-            d_model=config.d_model,  # type: ignore[attr-defined]
-            d_ff=config.d_ff,  # type: ignore[attr-defined]
-            d_kv=config.d_kv,  # type: ignore[attr-defined]
-            num_heads=config.num_heads,  # type: ignore[attr-defined]
-            enc_layers=config.num_layers,  # type: ignore[attr-defined]
-            dec_layers=config.num_decoder_layers,  # type: ignore[attr-defined]
-            vocab=config.vocab_size,  # type: ignore[attr-defined]
-            gated="gated" in str(getattr(config, "feed_forward_proj", "")),
-        )
 
 
 def scoring_flops(

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glamhpc.policy.t5_packing import attend, heads, packing, self_attention_bias
+
 __all__ = [
     "Candidates",
     "ScoreOutput",
@@ -283,82 +285,6 @@ def cached_scores(
     return ScoreOutput(scores, h0[:, 0].float())
 
 
-@dataclass(frozen=True)
-class _Packing:
-    """Where every candidate token sits in the packed decoder sequence of one prompt.
-
-    Packed sequence: position 0 is the shared decoder start; then, candidate after candidate,
-    the tokens each candidate feeds to the decoder (its action tokens; </s> is only a label), so
-    N = 1 + sum_k (n_k - 1) with n_k the candidate's token count including </s>. No padding.
-    """
-
-    real_pos: torch.Tensor  # [N] decoder position of each packed token (0 = start)
-    group: torch.Tensor  # [N] candidate index, -1 for the shared start
-    inputs: torch.Tensor  # [N] token fed at that packed position
-    term_pos: torch.Tensor  # [M] packed position whose prediction is a scored term
-    term_tok: torch.Tensor  # [M] the label predicted there
-    term_cand: torch.Tensor  # [M] the candidate the term belongs to
-
-
-def _packing(cands: Candidates, start: int) -> _Packing:
-    ids = cands.ids.tolist()
-    lengths = cands.mask.sum(1).tolist()
-    real_pos, group, inputs = [0], [-1], [start]
-    term_pos, term_tok, term_cand = [], [], []
-    for k, (row, n) in enumerate(zip(ids, lengths, strict=True)):
-        prev = 0  # the packed position that predicts this candidate's next token
-        for j in range(n):
-            term_pos.append(prev)
-            term_tok.append(row[j])
-            term_cand.append(k)
-            if j < n - 1:  # the last token (</s>) is predicted but never fed
-                real_pos.append(j + 1)
-                group.append(k)
-                inputs.append(row[j])
-                prev = len(inputs) - 1
-    columns = (real_pos, group, inputs, term_pos, term_tok, term_cand)
-    return _Packing(*(torch.tensor(c, dtype=torch.long, device=cands.ids.device) for c in columns))
-
-
-def _self_attention_bias(decoder: nn.Module, pack: _Packing, dtype: torch.dtype) -> torch.Tensor:
-    """[1, H, N, N] relative position bias + block-causal mask of the packed self-attention.
-
-    A candidate token sees the shared start and the earlier tokens of its own candidate, at
-    their real decoder positions, which is exactly what it sees in its own unpacked sequence.
-    """
-    attn = decoder.block[0].layer[0].SelfAttention
-    q_pos, k_pos = pack.real_pos[:, None], pack.real_pos[None, :]
-    same = (pack.group[:, None] == pack.group[None, :]) & (k_pos <= q_pos)
-    allowed = same | (pack.group[None, :] == -1)
-    buckets = attn._relative_position_bucket(
-        k_pos - q_pos,
-        bidirectional=False,
-        num_buckets=attn.relative_attention_num_buckets,
-        max_distance=attn.relative_attention_max_distance,
-    )
-    bias = attn.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0).to(dtype)
-    return bias.masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def _attend(
-    attn: nn.Module,
-    hidden: torch.Tensor,
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    bias: torch.Tensor,
-) -> torch.Tensor:
-    """T5 attention (no 1/sqrt(d) scaling; bias added to the scores) from projected K/V."""
-    b, n, _ = hidden.shape
-    q = attn.q(hidden).view(b, n, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=1.0)
-    return attn.o(out.transpose(1, 2).reshape(b, n, -1))
-
-
-def _heads(attn: nn.Module, proj: nn.Module, states: torch.Tensor) -> torch.Tensor:
-    b, n, _ = states.shape
-    return proj(states).view(b, n, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)
-
-
 def packed_t5_scores(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cands: Candidates
 ) -> ScoreOutput:
@@ -375,11 +301,11 @@ def packed_t5_scores(
     b = input_ids.shape[0]
     cands = cands.to(input_ids.device)
     decoder = model.get_decoder()
-    pack = _packing(cands, _decoder_start(model))
+    pack = packing(cands, _decoder_start(model))
     enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     hidden = decoder.embed_tokens(pack.inputs).unsqueeze(0).expand(b, -1, -1)
     dtype = hidden.dtype
-    self_bias = _self_attention_bias(decoder, pack, dtype)
+    self_bias = self_attention_bias(decoder, pack, dtype)
     pad = (attention_mask == 0)[:, None, None, :]
     cross_bias = torch.zeros(pad.shape, dtype=dtype, device=pad.device).masked_fill(
         pad, torch.finfo(dtype).min
@@ -388,11 +314,11 @@ def packed_t5_scores(
         sa, ca, ff = block.layer[0], block.layer[1], block.layer[-1]
         normed = sa.layer_norm(hidden)
         att = sa.SelfAttention
-        keys, values = _heads(att, att.k, normed), _heads(att, att.v, normed)
-        hidden = hidden + _attend(att, normed, keys, values, self_bias)
+        keys, values = heads(att, att.k, normed), heads(att, att.v, normed)
+        hidden = hidden + attend(att, normed, keys, values, self_bias)
         att = ca.EncDecAttention
-        keys, values = _heads(att, att.k, enc), _heads(att, att.v, enc)
-        hidden = hidden + _attend(att, ca.layer_norm(hidden), keys, values, cross_bias)
+        keys, values = heads(att, att.k, enc), heads(att, att.v, enc)
+        hidden = hidden + attend(att, ca.layer_norm(hidden), keys, values, cross_bias)
         hidden = ff(hidden)
     hidden = decoder.final_layer_norm(hidden)
     logp = torch.log_softmax(_logits(model, hidden), dim=-1)  # [B, N, V]

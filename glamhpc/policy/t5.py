@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from glamhpc.policy.shapes import FLAN_T5_D_KV, FLAN_T5_SHAPES, FLAN_T5_VOCAB
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, T5Config
 
@@ -26,15 +28,6 @@ __all__ = [
     "quiet_loading",
     "t5_config_for",
 ]
-
-# The published FLAN-T5 shapes (config.json of each hub repo). All share vocab 32128, gated-GELU
-# feed-forward, d_kv 64, 32 relative-position buckets and an untied lm_head.
-FLAN_T5_SHAPES: dict[str, dict[str, int]] = {
-    "google/flan-t5-small": {"d_model": 512, "d_ff": 1024, "num_layers": 8, "num_heads": 6},
-    "google/flan-t5-base": {"d_model": 768, "d_ff": 2048, "num_layers": 12, "num_heads": 12},
-    "google/flan-t5-large": {"d_model": 1024, "d_ff": 2816, "num_layers": 24, "num_heads": 16},
-    "google/flan-t5-xl": {"d_model": 2048, "d_ff": 5120, "num_layers": 24, "num_heads": 32},
-}
 
 
 def t5_config_for(name: str, **overrides: Any) -> T5Config:
@@ -48,8 +41,8 @@ def t5_config_for(name: str, **overrides: Any) -> T5Config:
     if key not in FLAN_T5_SHAPES:
         raise ValueError(f"no built-in shape for {name!r}; known: {', '.join(FLAN_T5_SHAPES)}")
     fields: dict[str, Any] = {
-        "vocab_size": 32128,
-        "d_kv": 64,
+        "vocab_size": FLAN_T5_VOCAB,
+        "d_kv": FLAN_T5_D_KV,
         "feed_forward_proj": "gated-gelu",
         "relative_attention_num_buckets": 32,
         "relative_attention_max_distance": 128,

@@ -17,13 +17,14 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from glamhpc.policy import tiny_corpus
 from glamhpc.policy.hubcache import TINY_T5, tiny_t5_folder
+from glamhpc.policy.shapes import TINY_T5_SHAPE, TINY_VOCAB_MULTIPLE
 from glamhpc.policy.t5 import build_from_config, quiet_loading
 
 if TYPE_CHECKING:
@@ -50,22 +51,9 @@ __all__ = ["TINY_T5", "build_tiny_t5", "tiny_t5_config", "tiny_t5_dir", "tiny_t5
 # so the untrained policy is near-uniform over any set of single-token actions instead of
 # favouring whichever token happens to have a large random logit.
 _TINY_BUILD_VERSION = "1"
-_TINY_SHAPE: dict[str, Any] = {
-    "d_model": 64,
-    "d_ff": 256,
-    "d_kv": 16,
-    "num_layers": 2,
-    "num_decoder_layers": 2,
-    "num_heads": 4,
-    "feed_forward_proj": "gated-gelu",
-    "dropout_rate": 0.0,
-    "relative_attention_num_buckets": 32,
-    "relative_attention_max_distance": 128,
-}
 _TINY_SEED = 1234
 _TINY_LOGIT_STD = 0.05
 _TINY_BPE_VOCAB = 2048  # an upper bound: merges stop earlier when the corpus runs out of pairs
-_TINY_VOCAB_MULTIPLE = 64
 _TINY_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 # Characters always present in the vocabulary, so unseen words split into known pieces; anything
 # else falls back to byte tokens (<0xNN>), so nothing ever becomes a bare <unk>.
@@ -80,14 +68,14 @@ def tiny_t5_config(vocab_size: int) -> T5Config:
     """The tiny-t5 `T5Config` for a tokenizer of `vocab_size` ids (padded to a multiple of 64)."""
     from transformers import T5Config
 
-    padded = -(-vocab_size // _TINY_VOCAB_MULTIPLE) * _TINY_VOCAB_MULTIPLE
+    padded = -(-vocab_size // TINY_VOCAB_MULTIPLE) * TINY_VOCAB_MULTIPLE
     return T5Config(
         vocab_size=padded,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
         tie_word_embeddings=False,
-        **_TINY_SHAPE,
+        **TINY_T5_SHAPE,
     )
 
 
@@ -95,7 +83,7 @@ def tiny_t5_version() -> str:
     """Hash of everything that determines the tiny-t5 files (corpus, tokenizer, shape, seed)."""
     spec = {
         "build": _TINY_BUILD_VERSION,
-        "shape": _TINY_SHAPE,
+        "shape": TINY_T5_SHAPE,
         "seed": _TINY_SEED,
         "logit_std": _TINY_LOGIT_STD,
         "bpe_vocab": _TINY_BPE_VOCAB,

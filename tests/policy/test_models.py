@@ -254,3 +254,24 @@ def test_pretrained_false_is_a_random_init_of_the_same_architecture() -> None:
     assert fresh.lm_head.weight is not fresh.shared.weight
     assert not torch.equal(fresh.shared.weight, model.shared.weight)
     assert len(tok) == len(load_tiny()[1])
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large", "xl"])
+def test_torch_free_parameter_count_matches_the_built_model(size: str) -> None:
+    """The launch plan counts parameters from `policy.shapes` without torch: it must equal what
+    the model builder really creates (meta device, no memory)."""
+    from glamhpc.policy.shapes import T5Shape, flan_t5_shape, param_count
+    from glamhpc.policy.t5 import build_from_config, t5_config_for
+
+    config = t5_config_for(f"google/flan-t5-{size}")
+    with torch.device("meta"):
+        model = build_from_config(config)
+    assert param_count(flan_t5_shape(f"flan-t5-{size}")) == count_params(model)
+    assert T5Shape.from_config(config) == flan_t5_shape(f"google/flan-t5-{size}")
+
+
+def test_torch_free_parameter_count_of_tiny_t5() -> None:
+    from glamhpc.policy.shapes import T5Shape, param_count
+
+    model, _ = load_model("tiny-t5", device="cpu")
+    assert param_count(T5Shape.from_config(model.config)) == count_params(model)
