@@ -21,6 +21,7 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check glamhpc tests benchmarks
 	$(BIN)/ruff format --check glamhpc tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
