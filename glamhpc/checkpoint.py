@@ -31,10 +31,6 @@ LATEST = "latest"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """No usable checkpoint where one was required."""
-
-
 def checkpoint_name(update: int) -> str:
     return f"u{update:07d}"
 

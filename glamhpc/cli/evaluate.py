@@ -180,7 +180,7 @@ def _eval(args: _Args) -> None:
             probe(uri)
         except TrackingError as exc:
             raise EvalError(str(exc)) from None
-    options = {"device": args.device, "dtype": args.dtype}
+    options: dict[str, Any] = {"device": args.device, "dtype": args.dtype}  # -> **options
     overrides = {"history": args.history, "scoring": args.scoring}
 
     specs: list[agents.AgentSpec] = []

@@ -8,7 +8,7 @@ scripted (``printf '2\\n0\\nq\\n' | glamhpc play GoToLocal``).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 
@@ -16,6 +16,7 @@ from glamhpc.cli import app
 from glamhpc.cli.common import fail
 
 if TYPE_CHECKING:
+    from minigrid.minigrid_env import MiniGridEnv
     from rich.console import Console
 
     from glamhpc.envs.textenv import TextEnv
@@ -130,8 +131,8 @@ def play(
             continue
         _, reward, terminated, truncated, info = env.step(index)
         total += info["raw_reward"]
-        steps = env.unwrapped.step_count
-        limit = env.unwrapped.max_steps
+        steps = cast("MiniGridEnv", env.unwrapped).step_count
+        limit = cast("MiniGridEnv", env.unwrapped).max_steps
         console.print(
             f"{env.action_texts[index]} -> reward {reward:g} (raw {info['raw_reward']:.3f}), "
             f"return {total:.3f}, step {steps}/{limit}",

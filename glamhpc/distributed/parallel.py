@@ -3,7 +3,7 @@ FSDP2 shards (one unit per T5 block + the root), activation checkpointing."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -70,4 +70,4 @@ def _timed_allreduce_hook(ctx, bucket):  # type: ignore[no-untyped-def]
 
 
 def unwrap(module: nn.Module) -> nn.Module:
-    return module.module if hasattr(module, "module") else module
+    return cast(nn.Module, module.module) if hasattr(module, "module") else module

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from glamhpc.distributed.context import DistContext
 from glamhpc.distributed.parallel import unwrap
+
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import OptimizerStateType, ValueType
 
 
 def is_sharded(module: nn.Module) -> bool:
@@ -60,7 +64,10 @@ def load_model_state(
         state = {"model": msd, "optim": osd}
         dcp.load(state, checkpoint_id=str(folder / "dcp"))
         set_state_dict(
-            model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+            model,
+            optimizer,
+            model_state_dict=cast("dict[str, ValueType]", state["model"]),
+            optim_state_dict=cast("OptimizerStateType", state["optim"]),
         )
         return
     from safetensors.torch import load_file
@@ -74,7 +81,11 @@ def load_model_state(
         full = _complete_tied(model, full)
         opts = StateDictOptions(full_state_dict=True)
         set_state_dict(
-            model, optimizer, model_state_dict=full, optim_state_dict=optim_state, options=opts
+            model,
+            optimizer,
+            model_state_dict=cast("dict[str, ValueType]", full),
+            optim_state_dict=optim_state,
+            options=opts,
         )
         return
     from safetensors.torch import load_model
@@ -105,5 +116,6 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_model_state_dict(model, options=opts)
+        # full_state_dict=True gathers every entry into a plain tensor.
+        return cast("dict[str, torch.Tensor]", get_model_state_dict(model, options=opts))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}

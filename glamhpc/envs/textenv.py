@@ -16,7 +16,7 @@ The wrapper adds what GLAM's policy consumes on top of a minigrid BabyAI level:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, SupportsInt
+from typing import Any, SupportsInt, cast
 
 import gymnasium as gym
 
@@ -111,7 +111,10 @@ class TextEnv(gym.Wrapper[dict[str, Any], int, dict[str, Any], int]):
         self.action_space_name = action_space
         self.action_texts: list[str] = action_texts(action_space, self.language)
         self.env_actions: list[int] = env_actions(action_space)
-        self.action_space = gym.spaces.Discrete(len(self.action_texts))
+        # Discrete is typed Space[np.int64]; it contains python ints, this env's action type.
+        self.action_space = cast(
+            "gym.spaces.Space[int]", gym.spaces.Discrete(len(self.action_texts))
+        )
         self.reward_scale = float(reward_scale)
         self.fix_grammar = fix_grammar
         self._first_seed = seed

@@ -68,7 +68,7 @@ def cancel(target: str) -> Cancelled:
         _check_glamhpc_job(target)
         slurm_command(["scancel", target])
         return Cancelled([target], f"job {target}")
-    ids: list[str] = []
+    ids = []
     main = records[0]
     job_id = target if JOB_ID.match(target) else main.job_id
     if main.executor == "local":

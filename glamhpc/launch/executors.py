@@ -109,10 +109,10 @@ def make_executor(
         params = slurm_parameters(res, job_name)
         params.update(extra)
         executor.update_parameters(**params)
-        return executor  # type: ignore[no-any-return]
+        return executor
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_requeues)
     executor.update_parameters(**local_parameters(res))
-    return executor  # type: ignore[no-any-return]
+    return executor
 
 
 @contextlib.contextmanager

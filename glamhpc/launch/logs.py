@@ -33,12 +33,12 @@ class LogTarget:
 def resolve_log_target(job: str) -> LogTarget:
     """JOB may be a job id, an array element (``12_3``) or a run name."""
     if not JOB_ID.match(job):
-        for record in reversed(registry.load()):
-            if record.kind in ("run", "element") and record.name == job:
-                return LogTarget(record.job_id, Path(record.folder), record.executor)
-            if record.kind in ARRAY_KINDS and job in record.runs and record.executor == "slurm":
-                index = record.runs.index(job)
-                return LogTarget(f"{record.job_id}_{index}", Path(record.folder), "slurm")
+        for entry in reversed(registry.load()):
+            if entry.kind in ("run", "element") and entry.name == job:
+                return LogTarget(entry.job_id, Path(entry.folder), entry.executor)
+            if entry.kind in ARRAY_KINDS and job in entry.runs and entry.executor == "slurm":
+                position = entry.runs.index(job)
+                return LogTarget(f"{entry.job_id}_{position}", Path(entry.folder), "slurm")
         raise LaunchError(f"no job or run named '{job}' in {registry.registry_path()}")
     record = registry.by_job_id(job)
     index = split_job_id(job)[1]

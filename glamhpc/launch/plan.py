@@ -141,8 +141,8 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
     if cfg.model.lora.enabled:
         trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules)
         weights = params * weight_bytes / shard + trainable * 4
-        grads = trainable * 4
-        optim = trainable * 8
+        grads: float = trainable * 4
+        optim: float = trainable * 8
     else:
         trainable = params
         weights = params * 4 / shard

@@ -131,7 +131,7 @@ def expand(spec: SweepSpec) -> list[Element]:
         else [{}]
     )
     seed_rows: list[dict[str, Any]] = [{"seed": s} for s in spec.seeds] or [{}]
-    elements = []
+    elements: list[Element] = []
     for g, z, s in itertools.product(grid_rows, zip_rows, seed_rows):
         elements.append(Element(len(elements), {**g, **z, **s}))
     return elements

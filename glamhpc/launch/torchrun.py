@@ -202,7 +202,11 @@ class TorchrunJob(submitit.helpers.Checkpointable):
             f"finished; read the ranks' output with `glamhpc logs {env.job_id}`"
         )
 
-    def checkpoint(self, spec: RunSpec) -> submitit.helpers.DelayedSubmission | None:
+    # submitit treats a None return as "do not requeue" (core.job_environment._checkpoint), but
+    # Checkpointable.checkpoint is annotated to always return a DelayedSubmission.
+    def checkpoint(  # type: ignore[override]
+        self, spec: RunSpec
+    ) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on global rank 0 when USR2 arrives: wait for the save, requeue."""
         if os.environ.get("SUBMITIT_EXECUTOR") == "local":
             # The local controller signals this process only; Slurm signals every process.

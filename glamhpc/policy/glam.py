@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ from glamhpc.policy.scoring import (
     policy_logits,
     score_prompts,
 )
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["GlamPolicy", "action_stats"]
 
@@ -60,6 +63,10 @@ class GlamPolicy(nn.Module):
             re-scores the rollout's prompts).
     """
 
+    # Buffers registered in __init__ (nn.Module.__getattr__ is typed Tensor | Module).
+    candidate_ids: torch.Tensor
+    candidate_mask: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module,
@@ -81,13 +88,14 @@ class GlamPolicy(nn.Module):
         self.scoring: Literal["glam", "paper"] = scoring
         self.method: ScoringMethod = method
         self.max_batch_tokens = max_batch_tokens
+        config = cast("PretrainedConfig", model.config)
         pad = tokenizer.pad_token_id
-        self.pad_id = int(pad if pad is not None else model.config.pad_token_id)
+        self.pad_id = int(pad if pad is not None else config.pad_token_id)
         cands = encode_candidates(tokenizer, self.action_texts, self.pad_id)
         # Buffers (not persistent: they derive from the tokenizer) so `.to(device)` moves them.
         self.register_buffer("candidate_ids", cands.ids, persistent=False)
         self.register_buffer("candidate_mask", cands.mask, persistent=False)
-        d_model = int(model.config.d_model)
+        d_model = int(config.d_model)
         device = next(model.parameters()).device
         self.value_head = nn.Sequential(
             nn.Linear(d_model, value_hidden),

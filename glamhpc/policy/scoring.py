@@ -40,13 +40,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from glamhpc.policy.t5_packing import attend, heads, packing, self_attention_bias
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = [
     "Candidates",
@@ -160,10 +163,11 @@ def _decoder_start(model: nn.Module) -> int:
 
 def _logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """LM-head logits in float32, with the model family's output conventions."""
+    hf = cast("PreTrainedModel", model)
     if getattr(model.config, "scale_decoder_outputs", False):
         # Original T5 (tied embeddings) rescales the decoder output before the tied head.
-        hidden = hidden * (model.config.d_model**-0.5)
-    logits = model.get_output_embeddings()(hidden)
+        hidden = hidden * (hf.config.d_model**-0.5)
+    logits = hf.get_output_embeddings()(hidden)
     bias = getattr(model, "final_logits_bias", None)  # BART-style models
     if isinstance(bias, torch.Tensor):
         logits = logits + bias.to(logits.dtype)
@@ -225,8 +229,9 @@ def lamorel_scores(
     """Encoder once per prompt; encoder output repeated K times; full decoder on B*K rows."""
     b, k = input_ids.shape[0], cands.num
     dec_in, labels = _shifted(cands.to(input_ids.device), _decoder_start(model))
-    enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    dec = model.get_decoder()(
+    hf = cast("PreTrainedModel", model)
+    enc = hf.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    dec = hf.get_decoder()(
         input_ids=dec_in.repeat(b, 1),
         encoder_hidden_states=enc.repeat_interleave(k, dim=0),
         encoder_attention_mask=attention_mask.repeat_interleave(k, dim=0),
@@ -251,8 +256,9 @@ def cached_scores(
     b, k = input_ids.shape[0], cands.num
     cands = cands.to(input_ids.device)
     start = _decoder_start(model)
-    decoder = model.get_decoder()
-    enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hf = cast("PreTrainedModel", model)
+    decoder = hf.get_decoder()
+    enc = hf.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     step0 = decoder(
         input_ids=torch.full((b, 1), start, dtype=torch.long, device=input_ids.device),
         encoder_hidden_states=enc,
@@ -300,9 +306,10 @@ def packed_t5_scores(
     """
     b = input_ids.shape[0]
     cands = cands.to(input_ids.device)
-    decoder = model.get_decoder()
+    hf = cast("PreTrainedModel", model)
+    decoder = hf.get_decoder()
     pack = packing(cands, _decoder_start(model))
-    enc = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    enc = hf.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     hidden = decoder.embed_tokens(pack.inputs).unsqueeze(0).expand(b, -1, -1)
     dtype = hidden.dtype
     self_bias = self_attention_bias(decoder, pack, dtype)
@@ -335,7 +342,7 @@ def _packable(model: nn.Module) -> bool:
     # Dropout is the one thing the packed path does not reproduce (GlamPolicy zeroes it).
     if model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         return False
-    decoder = model.get_decoder()
+    decoder = cast("PreTrainedModel", model).get_decoder()
     # FSDP2 shards parameters into DTensors and gathers them in each wrapped module's forward
     # hook; the packed path calls sub-modules of a block directly, bypassing the block's hook.
     if any(type(p).__name__ == "DTensor" for p in decoder.parameters()):

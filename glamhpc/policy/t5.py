@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from torch import nn
 from glamhpc.policy.shapes import FLAN_T5_D_KV, FLAN_T5_SHAPES, FLAN_T5_VOCAB
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, T5Config
+    from transformers import PretrainedConfig, PreTrainedModel, T5Config
 
 __all__ = [
     "FLAN_T5_SHAPES",
@@ -70,8 +70,9 @@ def _untie_lm_head(model: nn.Module, std: float) -> None:
     must have the same parameters as the real one. The tie mapping is dropped too, otherwise
     `save_pretrained` would omit the head as a duplicate and a reload would tie it again.
     """
-    lm_head = model.get_output_embeddings()
-    shared = model.get_input_embeddings()
+    hf = cast("PreTrainedModel", model)
+    lm_head = hf.get_output_embeddings()
+    shared = cast(nn.Embedding, hf.get_input_embeddings())  # T5's `shared`
     if lm_head is None or lm_head.weight is not shared.weight:
         return
     weight = torch.empty_like(shared.weight)
@@ -104,7 +105,7 @@ def build_from_config(config: PretrainedConfig, lm_head_std: float | None = None
 
 def ensure_decoder_start(model: nn.Module) -> None:
     """Set decoder_start_token_id to the pad id where missing (transformers 5 has no default)."""
-    config = model.config
+    config = cast("PretrainedConfig", model.config)
     if getattr(config, "decoder_start_token_id", None) is None:
         config.decoder_start_token_id = config.pad_token_id
     gen = getattr(model, "generation_config", None)

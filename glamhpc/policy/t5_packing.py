@@ -5,13 +5,20 @@ K/V. Pure tensor functions over the model's own modules."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
+    from transformers.models.t5.modeling_t5 import (
+        T5Attention,
+        T5Block,
+        T5LayerSelfAttention,
+        T5Stack,
+    )
+
     from glamhpc.policy.scoring import Candidates
 
 
@@ -52,13 +59,15 @@ def packing(cands: Candidates, start: int) -> Packing:
     return Packing(*(torch.tensor(c, dtype=torch.long, device=cands.ids.device) for c in columns))
 
 
-def self_attention_bias(decoder: nn.Module, pack: Packing, dtype: torch.dtype) -> torch.Tensor:
+def self_attention_bias(decoder: T5Stack, pack: Packing, dtype: torch.dtype) -> torch.Tensor:
     """[1, H, N, N] relative position bias + block-causal mask of the packed self-attention.
 
     A candidate token sees the shared start and the earlier tokens of its own candidate, at
     their real decoder positions, which is exactly what it sees in its own unpacked sequence.
     """
-    attn = decoder.block[0].layer[0].SelfAttention
+    # nn.ModuleList items are typed nn.Module: name the T5 classes they hold.
+    block = cast("T5Block", decoder.block[0])
+    attn = cast("T5LayerSelfAttention", block.layer[0]).SelfAttention
     q_pos, k_pos = pack.real_pos[:, None], pack.real_pos[None, :]
     same = (pack.group[:, None] == pack.group[None, :]) & (k_pos <= q_pos)
     allowed = same | (pack.group[None, :] == -1)
@@ -73,7 +82,7 @@ def self_attention_bias(decoder: nn.Module, pack: Packing, dtype: torch.dtype) -
 
 
 def attend(
-    attn: nn.Module,
+    attn: T5Attention,
     hidden: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
@@ -86,6 +95,6 @@ def attend(
     return attn.o(out.transpose(1, 2).reshape(b, n, -1))
 
 
-def heads(attn: nn.Module, proj: nn.Module, states: torch.Tensor) -> torch.Tensor:
+def heads(attn: T5Attention, proj: nn.Linear, states: torch.Tensor) -> torch.Tensor:
     b, n, _ = states.shape
     return proj(states).view(b, n, attn.n_heads, attn.key_value_proj_dim).transpose(1, 2)

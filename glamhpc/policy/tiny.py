@@ -17,7 +17,7 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from glamhpc.policy.shapes import TINY_T5_SHAPE, TINY_VOCAB_MULTIPLE
 from glamhpc.policy.t5 import build_from_config, quiet_loading
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerFast, T5Config
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast, T5Config
 
 __all__ = ["TINY_T5", "build_tiny_t5", "tiny_t5_config", "tiny_t5_dir", "tiny_t5_version"]
 
@@ -69,7 +69,9 @@ def tiny_t5_config(vocab_size: int) -> T5Config:
     from transformers import T5Config
 
     padded = -(-vocab_size // TINY_VOCAB_MULTIPLE) * TINY_VOCAB_MULTIPLE
-    return T5Config(
+    # T5Config accepts extra keywords (huggingface_hub's strict(accept_kwargs=True)), which its
+    # dataclass_transform cannot express.
+    return T5Config(  # type: ignore[call-arg]
         vocab_size=padded,
         pad_token_id=0,
         eos_token_id=1,
@@ -197,7 +199,7 @@ def build_tiny_t5(cache_dir: str | os.PathLike[str] | None = None) -> Path:
         model = _build_tiny_model(len(tokenizer))
         with quiet_loading():
             tokenizer.save_pretrained(tmp)
-            model.save_pretrained(tmp)
+            cast("PreTrainedModel", model).save_pretrained(tmp)
         try:
             tmp.rename(final)
         except OSError:

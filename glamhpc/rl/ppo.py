@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ import torch
 from glamhpc.config import PPOConfig
 from glamhpc.rl.buffer import RolloutBuffer, compute_gae
 
-PolicyFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
-"""prompts -> (log-probs over the candidate actions [B, K], values [B]); differentiable."""
+ScoreFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+"""prompts -> (log-probs over the candidate actions [B, K], values [B]): the policy as the loop
+calls it (the rollout under no_grad, the update with gradients)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class RolloutBatch:
 
 
 def ppo_update(
-    policy: PolicyFn,
+    policy: ScoreFn,
     params: Sequence[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     batch: RolloutBatch,
@@ -172,7 +174,7 @@ def ppo_update(
                 sums += torch.tensor(local, dtype=torch.float64)
         if cfg.target_kl is not None:
             reduced = all_reduce_sum(sums.clone())
-            if reduced[3] / max(reduced[-1], 1.0) > cfg.target_kl:
+            if reduced[3] / cast("torch.Tensor | float", max(reduced[-1], 1.0)) > cfg.target_kl:
                 stop = True
         if stop:
             break
@@ -195,7 +197,7 @@ class RankSlice:
 
 
 def update_from_rollout(
-    policy: PolicyFn,
+    policy: ScoreFn,
     params: Sequence[torch.nn.Parameter],
     optimizer: torch.optim.Optimizer,
     buffer: RolloutBuffer,

@@ -7,7 +7,7 @@ pick exactly the actions an uninterrupted single rank would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,24 +16,30 @@ import torch
 
 from glamhpc.policy.sampling import sample_training_actions
 from glamhpc.rl.buffer import RolloutBuffer
-
-ScoreFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
-"""prompts -> (candidate log-probs [B, K], values [B]) as float32 on CPU."""
+from glamhpc.rl.ppo import ScoreFn
 
 
 class FinishedEpisode(Protocol):
     """What the env batch reports for an episode that ended (glamhpc.envs.batch.EpisodeInfo)."""
 
-    success: bool
-    return_: float
-    length: int
-    task_kind: str | None
+    # Read-only members: the env batch reports frozen dataclasses.
+    @property
+    def success(self) -> bool: ...
+    @property
+    def return_(self) -> float: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def task_kind(self) -> str | None: ...
 
 
 class StepOutcome(Protocol):
-    rewards: np.ndarray
-    dones: np.ndarray
-    episodes: list[FinishedEpisode]
+    @property
+    def rewards(self) -> np.ndarray: ...
+    @property
+    def dones(self) -> np.ndarray: ...
+    @property
+    def episodes(self) -> Sequence[FinishedEpisode]: ...
 
 
 class Envs(Protocol):

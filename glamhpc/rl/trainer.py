@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -34,6 +34,9 @@ from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_t
 from glamhpc.rl.signals import SignalFlag
 from glamhpc.rundir import DONE_MARKER, RunDir, default_run_name
 from glamhpc.tracking import Tracker
+
+if TYPE_CHECKING:
+    from glamhpc.policy.glam import GlamPolicy
 
 
 class Trainer:
@@ -134,7 +137,8 @@ class Trainer:
         # The policy just tokenised these prompts: its cache answers without re-tokenising.
         prompts = rollout.buffer.prompts[0]
         prompt_tokens = float(
-            sum(len(ids) for ids in unwrap(self.policy).tokenize(prompts)) / len(prompts)
+            sum(len(ids) for ids in cast("GlamPolicy", unwrap(self.policy)).tokenize(prompts))
+            / len(prompts)
         )
         cost = update_cost(
             self.parts.shape,

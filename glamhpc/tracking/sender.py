@@ -319,6 +319,7 @@ class Sender:
         )
 
     def _apply(self, record: dict[str, Any]) -> None:
+        assert self.run_id is not None  # only reached from _deliver_all, after the run exists
         if "tags" in record:
             log_tags(self._client, self.run_id, record["tags"])
         elif "artifact" in record:

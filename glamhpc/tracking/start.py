@@ -65,7 +65,7 @@ class TrackerOptions:
         """Defaults < ``config["tracking"]`` < ``given`` (keywords); None means "not set"."""
         section = config.get("tracking") if isinstance(config, Mapping) else None
         section = section if isinstance(section, Mapping) else {}
-        values: dict[str, bool | float] = {}
+        values: dict[str, Any] = {}  # bool or float, per field: cls(**values) checks each
         for f in fields(cls):
             for source in (section, given):
                 value = source.get(f.name)

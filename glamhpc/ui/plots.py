@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.typing import ColorType
     from numpy.typing import ArrayLike, NDArray
 
     FloatArray = NDArray[np.float64]
@@ -103,7 +105,9 @@ def plot_curves(
     from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120, layout="constrained")
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    # tab10/tab20 are ListedColormaps whose colors are a sequence (get_cmap is typed Colormap).
+    cmap = cast("ListedColormap", plt.get_cmap("tab10" if len(groups) <= 10 else "tab20"))
+    colors = cast("Sequence[ColorType]", cmap.colors)
     labels: list[str] = []
     show_n = any(len(c) > 1 for c in groups.values())  # "(n=1)" on every line is only noise
     for i, (label, group) in enumerate(groups.items()):

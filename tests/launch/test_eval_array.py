@@ -21,11 +21,7 @@ from glamhpc.launch.jobs import iter_table, list_jobs
 from glamhpc.launch.logs import LogTarget, resolve_log_target
 from glamhpc.launch.resources import Resources
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
+pytestmark = pytest.mark.usefixtures("registry_dir")
 
 
 @dataclass

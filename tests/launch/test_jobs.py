@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,29 +10,16 @@ import pytest
 from glamhpc.launch import registry
 from glamhpc.launch.jobs import local_rows
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
+pytestmark = pytest.mark.usefixtures("registry_dir")
 
 
-def _record(job_id: str, kind: str = "run", name: str = "r", **kw: object) -> registry.JobRecord:
-    return registry.JobRecord(
-        job_id=job_id,
-        kind=kind,
-        name=name,
-        executor="slurm",
-        folder=str(kw.pop("folder", "/nowhere")),
-        **kw,
-    )  # type: ignore[arg-type]
-
-
-def test_registry_round_trip_and_lookups(tmp_path: Path) -> None:
+def test_registry_round_trip_and_lookups(
+    tmp_path: Path, job_record: Callable[..., registry.JobRecord]
+) -> None:
     assert registry.load() == []
-    registry.append(_record("5", runs=["r"]))
-    registry.append(_record("9", kind="sweep", name="sw", runs=["sw-000", "sw-001"]))
-    registry.append(_record("10", kind="finalize", name="sw"))
+    registry.append(job_record("5", runs=["r"]))
+    registry.append(job_record("9", kind="sweep", name="sw", runs=["sw-000", "sw-001"]))
+    registry.append(job_record("10", kind="finalize", name="sw"))
     # A torn line (a crash mid-write) does not hide the other records.
     with registry.registry_path().open("a") as fh:
         fh.write('{"job_id": "11", "kind"\n')

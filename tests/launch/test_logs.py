@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,22 +21,7 @@ from glamhpc.launch.logs import (
     select_rank,
 )
 
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "state"
-
-
-def _record(job_id: str, kind: str = "run", name: str = "r", **kw: object) -> registry.JobRecord:
-    return registry.JobRecord(
-        job_id=job_id,
-        kind=kind,
-        name=name,
-        executor="slurm",
-        folder=str(kw.pop("folder", "/nowhere")),
-        **kw,
-    )  # type: ignore[arg-type]
+pytestmark = pytest.mark.usefixtures("registry_dir")
 
 
 def test_select_rank_strips_the_prefix() -> None:
@@ -68,10 +54,12 @@ def test_log_files_in_node_order_and_rank_filter(tmp_path: Path) -> None:
         read_logs(LogTarget("13", folder, "slurm"))
 
 
-def test_log_target_from_run_name_and_array_element(tmp_path: Path) -> None:
-    registry.append(_record("5", name="solo", folder=tmp_path / "a"))
+def test_log_target_from_run_name_and_array_element(
+    tmp_path: Path, job_record: Callable[..., registry.JobRecord]
+) -> None:
+    registry.append(job_record("5", name="solo", folder=tmp_path / "a"))
     registry.append(
-        _record("9", kind="sweep", name="sw", runs=["sw-000", "sw-001"], folder=tmp_path / "s")
+        job_record("9", kind="sweep", name="sw", runs=["sw-000", "sw-001"], folder=tmp_path / "s")
     )
     assert resolve_log_target("solo") == LogTarget("5", tmp_path / "a", "slurm")
     assert resolve_log_target("sw-001") == LogTarget("9_1", tmp_path / "s", "slurm")
