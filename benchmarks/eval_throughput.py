@@ -1,7 +1,7 @@
 """Evaluation throughput: episodes/s of tiny-t5 with the fast scoring path vs the naive one.
 
 Both paths play the same suite item with the same seeds through `glamhpc.evaluate.runner`
-(`run_shard`: EnvBatch, prompt building, scoring, sampling), so they do the same environment
+(`run_part`: EnvBatch, prompt building, scoring, sampling), so they do the same environment
 work; only `GlamPolicy(method=...)` differs: ``fast`` (encoder once per prompt, decoder step 0
 once, cache expanded over the K candidates) against ``naive`` (one full seq2seq forward per
 prompt x candidate). The two give the same log-probabilities to ~1e-6, so they play the same
@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 
 from glamhpc.evaluate.agents import load_agent, model_spec
-from glamhpc.evaluate.runner import EvalPlan, ShardTask, resolve_items, run_shard
+from glamhpc.evaluate.runner import EvalWork, PartTask, resolve_items, run_part
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     spec = model_spec("tiny-t5", history=args.history, device=args.device)
     # One model in memory: both methods score with the same weights.
     loaded = load_agent(spec)
-    plan = EvalPlan(
+    work = EvalWork(
         tuple(resolve_items([], [args.level])), args.episodes, args.num_envs, seed=1, greedy=False
     )
     times: dict[str, list[float]] = {"fast": [], "naive": []}
@@ -55,7 +55,7 @@ def main() -> None:
         for method in ("fast", "naive"):
             loaded.spec = replace(spec, method=method)
             start = time.perf_counter()
-            out = run_shard(ShardTask(loaded.spec, plan), loaded)
+            out = run_part(PartTask(loaded.spec, work), loaded)
             times[method].append(time.perf_counter() - start)
             episodes = next(iter(out.values()))
             steps[method] = sum(e.length for e in episodes)

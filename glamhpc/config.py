@@ -105,7 +105,11 @@ class ModelConfig(_Section):
     pretrained: bool = True
     """False: random init from the model's config (the paper's non-pretrained ablation)."""
     dtype: Literal["fp32", "bf16"] = "fp32"
-    """Weights/compute dtype of the LLM (the value head always stays fp32)."""
+    """dtype the LLM's weights are LOADED in; bf16 only where no optimizer updates them (eval,
+    zero-shot, LoRA's frozen base). Training: fp32, with model.precision=bf16-mixed for speed."""
+    precision: Literal["fp32", "bf16-mixed"] = "fp32"
+    """Training numerics. fp32: all fp32 (upstream GLAM). bf16-mixed: fp32 master weights, grads,
+    Adam; bf16 LLM forward (autocast, FSDP2 bf16 gathers); fp32 log-softmax, value head, reduce."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto picks CUDA when present; under torchrun the GPU comes from LOCAL_RANK."""
     cache_dir: str | None = None
@@ -173,6 +177,9 @@ class TrainConfig(_Section):
     """Deterministic torch algorithms (CPU results reproduce bit for bit)."""
     max_updates: int | None = Field(None, ge=1)
     """Stop after this many updates in total (handy for tests); None: until total_frames."""
+    save_initial: bool = False
+    """Also checkpoint the state before the first update (u0000000): a baseline to compare the
+    trained weights with (`glamhpc train --smoke` uses it)."""
     peak_tflops: float | None = Field(None, gt=0)
     """Peak FLOP/s of one device for MFU; None: known GPUs are looked up, CPUs report none."""
 
@@ -205,8 +212,6 @@ class TrackingConfig(_Section):
 class DistConfig(_Section):
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """Replicate (DDP) or shard (FSDP2 fully_shard per T5 block) the model across ranks."""
-    mixed_precision: Literal["none", "bf16"] = "none"
-    """bf16 compute with fp32 master weights/reductions (GPU)."""
     activation_checkpointing: bool = False
     """Recompute T5 block activations in backward to save memory."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
@@ -310,6 +315,9 @@ class Config(_Section):
 
 # ----------------------------------------------------------------------------- errors
 
+# Keys older configs may still set, with their fix (instead of a generic 'unknown key').
+REMOVED_KEYS: dict[str, str] = {"dist.mixed_precision": "use model.precision=bf16-mixed"}
+
 
 def _allowed_for(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names allowed at the section addressed by ``loc`` (for 'did you mean')."""
@@ -332,6 +340,8 @@ def _format_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
     value = error.get("input")
     kind = error["type"]
     if kind == "extra_forbidden":
+        if key in REMOVED_KEYS:
+            return f"'{key}' was removed: {REMOVED_KEYS[key]}"
         allowed = _allowed_for(model, loc)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'? " if close else ""
@@ -351,6 +361,8 @@ def _validate(data: Mapping[str, Any]) -> Config:
         return Config.model_validate(dict(data))
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
+        # A removed key is reported first: its fix usually explains the other problems too.
+        errors.sort(key=lambda e: ".".join(map(str, e["loc"])) not in REMOVED_KEYS)
         first = _format_error(errors[0], Config)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(first + more) from None
@@ -399,12 +411,23 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 
 def env_split_problem(num_envs: int, ranks: int) -> str | None:
-    """Why ``num_envs`` cannot be sharded evenly over ``ranks`` ranks; None when it can."""
+    """Why ``num_envs`` envs cannot be split into ``ranks`` equal env slices; None when they can."""
     if num_envs % ranks == 0:
         return None
     return (
         f"env.num_envs={num_envs} does not divide evenly over {ranks} ranks; "
         f"use a multiple of {ranks}"
+    )
+
+
+def training_precision_problem(cfg: Config) -> str | None:
+    """Why ``cfg`` cannot be trained (bf16 weights under Adam); None when it can. Not a schema
+    rule: bf16 weights suit eval, zero-shot and LoRA's frozen base (peft keeps adapters fp32)."""
+    if cfg.model.dtype != "bf16" or cfg.model.lora.enabled:
+        return None
+    return (
+        "model.dtype=bf16 cannot be trained (Adam's updates round away in bf16 weights): "
+        "use model.dtype=fp32 with model.precision=bf16-mixed"
     )
 
 

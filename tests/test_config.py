@@ -14,6 +14,7 @@ from glamhpc.config import (
     flatten,
     load_config,
     parse_override,
+    training_precision_problem,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def test_overrides_do_not_mutate_input():
         (["novalue"], "expected KEY=VALUE"),
         (["env..x=1"], "empty key part"),
         (["env.num_envs=4", "env.num_envs.x=1"], "is a value, not a section"),
+        (["model.precision=bf16"], "allowed: 'fp32' or 'bf16-mixed'"),
     ],
 )
 def test_errors_name_key_value_and_fix(overrides, fragment):
@@ -107,3 +109,26 @@ def test_slurm_times_stay_text_in_files_and_overrides(tmp_path):
     assert load_config(path).launch.time == "30"
     assert load_config(None, ["launch.time=1-12:00:00"]).launch.time == "1-12:00:00"
     assert load_config(None, ["launch.time=45"]).launch.time == "45"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["dist.mixed_precision=bf16"], ["dist.mixed_precision=none", "env.num_env=4"]],
+)
+def test_removed_mixed_precision_key_names_its_replacement(overrides):
+    # The removed key is reported first, even beside other problems, with the fix to apply.
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert message.startswith("'dist.mixed_precision' was removed: use model.precision=bf16-mixed")
+    assert "unknown key" not in message and "\n" not in message
+
+
+def test_bf16_weights_cannot_be_trained_except_a_frozen_lora_base():
+    assert training_precision_problem(load_config(None, [])) is None
+    assert training_precision_problem(load_config(None, ["model.precision=bf16-mixed"])) is None
+    problem = training_precision_problem(load_config(None, ["model.dtype=bf16"]))
+    assert problem is not None and "\n" not in problem
+    assert "use model.dtype=fp32 with model.precision=bf16-mixed" in problem
+    lora = load_config(None, ["model.dtype=bf16", "model.lora.enabled=true"])
+    assert training_precision_problem(lora) is None

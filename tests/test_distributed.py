@@ -118,6 +118,27 @@ def test_one_rank_checkpoint_resumes_on_two_ranks(single, tmp_path):
     _assert_close(_load(single, 2), _load(run, 2), atol=1e-5)
 
 
+def test_fsdp_bf16_mixed_two_ranks_trains_fp32_parameters(single, tmp_path):
+    # Crashed before model.precision: the root's bf16 gather met the fp32 value-head input.
+    result = _run(
+        tmp_path,
+        "mixed",
+        2,
+        "train.max_updates=2",
+        "dist.strategy=fsdp",
+        "model.precision=bf16-mixed",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "quickstart" / "mixed"
+    first, second = _load(run, 1), _load(run, 2)
+    assert set(_load(single, 2)) <= set(second)  # DCP also keeps the tied embedding's aliases
+    floats = {k: v for k, v in second.items() if v.is_floating_point()}
+    assert floats and all(v.dtype == torch.float32 for v in floats.values())
+    assert all(bool(torch.isfinite(v).all()) for v in floats.values())
+    assert any(not torch.equal(first[k], v) for k, v in floats.items() if "value_head" in k)
+    assert any(not torch.equal(first[k], v) for k, v in floats.items() if "value_head" not in k)
+
+
 def test_uneven_env_split_is_a_clear_error(tmp_path):
     result = _run(tmp_path, "bad", 3, "train.max_updates=1", "env.num_envs=4")
     assert result.returncode != 0

@@ -1,6 +1,6 @@
 """`glamhpc eval`: a checkpoint, a zero-shot model or a baseline on the paper's suites.
 
-Thin: parse, resolve the agents and the plan (every user mistake fails here, in one line, exit
+Thin: parse, resolve the agents and the work (every user mistake fails here, in one line, exit
 code 2, before any model is loaded or job submitted), run, print, save, log. The work lives in
 `glamhpc.evaluate`.
 """
@@ -23,7 +23,7 @@ from glamhpc.config import EvalConfig
 
 if TYPE_CHECKING:
     from glamhpc.evaluate.agents import AgentSpec
-    from glamhpc.evaluate.runner import EvalPlan, EvalResult
+    from glamhpc.evaluate.runner import EvalResult, EvalWork
     from glamhpc.launch.eval_array import EvalArrayOptions
 
 _EVAL_DEFAULTS = EvalConfig()
@@ -95,7 +95,7 @@ def eval_command(
     ),
     seed: int = typer.Option(1, "--seed", help="Test seed >= 1: env seeds are 1e9 * seed + i."),
     executor: str = typer.Option("local", "--executor", help="local (this process) or slurm."),
-    shards: int = typer.Option(1, "--shards", help="Split each item's env streams into N shards."),
+    parts: int = typer.Option(1, "--parts", help="Split each item's env streams into N parts."),
     partition: str = typer.Option(None, "--partition", help="Slurm partition (slurm only)."),
     time_limit: str = typer.Option(None, "--time", help="Slurm time limit per array task."),
     gpus_per_node: int = typer.Option(0, "--gpus-per-node", help="GPUs per array task."),
@@ -138,7 +138,7 @@ class _Args:
     greedy: bool
     seed: int
     executor: str
-    shards: int
+    parts: int
     partition: str | None
     time_limit: str | None
     gpus_per_node: int
@@ -202,12 +202,12 @@ def _eval(args: _Args) -> None:
         default_level=agents.training_level(main) if main else None,
         action_space=main.trained_action_space if main else None,
     )
-    plan = runner.EvalPlan(tuple(items), args.episodes, args.num_envs, args.seed, args.greedy)
+    work = runner.EvalWork(tuple(items), args.episodes, args.num_envs, args.seed, args.greedy)
     for spec in specs:
-        runner.check_plan(spec, plan)
+        runner.check_work(spec, work)
     out_dir = Path(args.out) if args.out else _default_out(specs)
     selection = list(args.suite) + list(args.level) or [items[0].item.name]
-    tag = report.output_tag(selection, plan.seed, plan.greedy)
+    tag = report.output_tag(selection, work.seed, work.greedy)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -216,19 +216,19 @@ def _eval(args: _Args) -> None:
         # Logs and pipes: rich would wrap the table at 80 columns.
         console = Console(width=max(console.width, 140))
     results = []
-    total = len(specs) * len(items) * plan.episodes
+    total = len(specs) * len(items) * work.episodes
     try:
         with _progress(console.is_terminal and rank == 0, total) as bar:
             for spec in specs:
                 bar.prefix = f"{spec.label} "
                 if world > 1:
-                    result = _distributed(spec, plan, bar)
+                    result = _distributed(spec, work, bar)
                     if result is None:
                         continue
                 else:
                     slurm = _array_options(args, out_dir) if args.executor == "slurm" else None
                     result = runner.evaluate(
-                        spec, plan, args.shards, args.executor, slurm=slurm, progress=bar
+                        spec, work, args.parts, args.executor, slurm=slurm, progress=bar
                     )
                 results.append(result)
     finally:
@@ -242,10 +242,10 @@ def _eval(args: _Args) -> None:
         return
 
     header = {
-        "episodes per item": plan.episodes,
-        "env streams": plan.streams,
-        "seed": plan.seed,
-        "actions": "greedy" if plan.greedy else "sampled",
+        "episodes per item": work.episodes,
+        "env streams": work.streams,
+        "seed": work.seed,
+        "actions": "greedy" if work.greedy else "sampled",
     }
     files = report.write_outputs(out_dir / tag, results, header)
     console.print(report.render_table(results, title=f"glamhpc eval ({tag})"))
@@ -254,10 +254,10 @@ def _eval(args: _Args) -> None:
         return
     params = {
         "suites": ",".join(selection),
-        "episodes": plan.episodes,
-        "num_envs": plan.streams,
-        "seed": plan.seed,
-        "greedy": plan.greedy,
+        "episodes": work.episodes,
+        "num_envs": work.streams,
+        "seed": work.seed,
+        "greedy": work.greedy,
     }
     for result in results:
         agent = result.agent
@@ -287,8 +287,8 @@ def _array_options(args: _Args, out_dir: Path) -> EvalArrayOptions:
     )
 
 
-def _distributed(spec: AgentSpec, plan: EvalPlan, bar: _Progress) -> EvalResult | None:
-    """This rank's shard under torchrun (rank 0 returns the merged result)."""
+def _distributed(spec: AgentSpec, work: EvalWork, bar: _Progress) -> EvalResult | None:
+    """This rank's part under torchrun (rank 0 returns the merged result)."""
     from glamhpc.config import DistConfig
     from glamhpc.distributed import init_distributed
     from glamhpc.evaluate.runner import evaluate_distributed
@@ -296,4 +296,4 @@ def _distributed(spec: AgentSpec, plan: EvalPlan, bar: _Progress) -> EvalResult 
     ctx = init_distributed(DistConfig(), spec.device)
     # Each rank scores on its own GPU (LOCAL_RANK), not on the first one "auto" would pick.
     local = replace(spec, device=str(ctx.device))
-    return evaluate_distributed(local, plan, ctx, progress=bar)
+    return evaluate_distributed(local, work, ctx, progress=bar)

@@ -1,4 +1,4 @@
-"""`glamhpc plan`: the launch plan's ranks, env shards and per-GPU memory; refuses combinations
+"""`glamhpc plan`: the launch plan's ranks, env slices and per-GPU memory; refuses combinations
 that cannot fit (`glamhpc submit --dry-run` prints the same ranks and memory with the job)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def plan(
     ),
     gpu_mem_gb: float = typer.Option(80.0, "--gpu-mem-gb", help="Memory of one GPU (H100: 80)."),
 ) -> None:
-    """Dry run: print the ranks, env shards and per-GPU memory, and check they fit."""
+    """Dry run: print the ranks, env slices and per-GPU memory, and check they fit."""
     from glamhpc.launch.plan import check_capacity
 
     cfg = load_or_exit(config, set_)
@@ -41,6 +41,7 @@ def plan(
         ("weights", m.weights_gb),
         ("gradients", m.grads_gb),
         ("optimizer (Adam)", m.optimizer_gb),
+        ("update-health snapshot", m.health_gb),
         ("activations (estimate)", m.activations_gb),
         ("total", m.total_gb),
     ):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from glamhpc.cli import app
 from glamhpc.cli.common import fail, load_or_exit
+
+if TYPE_CHECKING:
+    from glamhpc.config import Config
 
 
 @app.command()
@@ -24,9 +28,22 @@ def train(
     nproc: int = typer.Option(
         0, "--nproc", help="Launch N local ranks with torchrun's elastic agent (0: this process)."
     ),
+    smoke: bool = typer.Option(
+        False,
+        "--smoke",
+        help="Check the config's code paths in a minute on a shrunk model (2 updates + resume).",
+    ),
 ) -> None:
     """Train a GLAM agent (PPO on BabyAI-Text); re-running with the same --run-name resumes."""
     cfg = load_or_exit(config, set_)
+    if smoke:
+        raise typer.Exit(_smoke(cfg, config or "embedded defaults"))
+    from glamhpc.config import training_precision_problem
+
+    precision = training_precision_problem(cfg)
+    if precision:
+        # Here, before a run directory or a rank exists: one line instead of one per rank.
+        fail(precision)
     if nproc > 0:
         from glamhpc.config import ConfigError, env_split_problem
         from glamhpc.launch.local import run_local
@@ -42,12 +59,15 @@ def train(
         raise typer.Exit(code)
     from glamhpc.config import ConfigError
     from glamhpc.policy.models import ModelNotAvailableError
+    from glamhpc.rl.ppo import NonFiniteError
     from glamhpc.rl.trainer import train as run_training
 
     try:
         run_dir = run_training(cfg, run_name)
     except (ConfigError, ModelNotAvailableError) as exc:
         fail(str(exc))
+    except NonFiniteError as exc:  # a failed run, not a usage error: exit 1 (Slurm: FAILED)
+        fail(str(exc), code=1)
     if int(os.environ.get("RANK", "0")) == 0:
         _summary(run_dir)
 
@@ -65,7 +85,14 @@ def _summary(run_dir: Path) -> None:
     history = read_global_state(latest).get("history", []) if latest else []
     if history:
         table = Table(
-            "update", "frames", "success", "return", "entropy", "steps/s", title="learning curve"
+            "update",
+            "frames",
+            "success",
+            "return",
+            "entropy",
+            "llm Δ/θ",
+            "steps/s",
+            title="learning curve",
         )
         stride = max(1, len(history) // 10)
         rows = (
@@ -81,6 +108,7 @@ def _summary(run_dir: Path) -> None:
                 "-" if success is None else f"{success:.2f}",
                 f"{h.get('return_mean', float('nan')):.2f}",
                 f"{h['entropy']:.3f}",
+                _rel_update(h.get("health/llm/rel_update")),
                 f"{h['env_steps_per_s']:.0f}",
             )
         console.print(table)
@@ -88,6 +116,35 @@ def _summary(run_dir: Path) -> None:
     done = RunDir(run_dir).is_done()
     state = "finished" if done else "stopped (resume with the same command)"
     console.print(f"state: {state}; compare runs with `glamhpc runs` or `mlflow ui`")
+
+
+def _smoke(cfg: Config, label: str) -> int:
+    """Run `--smoke`, print the verdict table and, last, the RESULT line; 0 when it passed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from glamhpc.config import ConfigError
+    from glamhpc.launch.smoke import SmokeError, run_smoke
+    from glamhpc.policy.shrink import ShrinkError
+
+    console = Console()
+    console.print(f"smoke check of {label}: shrunk model, 2 updates, then a resume ...")
+    try:
+        verdict = run_smoke(cfg, label)
+    except (ConfigError, ShrinkError, SmokeError) as exc:
+        fail(str(exc))
+    table = Table("check", "value", "verdict", title=f"smoke: {label}")
+    for row in verdict.rows():
+        table.add_row(*row)
+    console.print(table)
+    sys.stdout.flush()
+    print(verdict.result_line(), flush=True)
+    return 0 if verdict.ok else 1
+
+
+def _rel_update(value: float | None) -> str:
+    # Runs from before update health, or with a frozen LLM, have no value.
+    return "-" if value is None else f"{value:.1e}"
 
 
 @app.command("config")

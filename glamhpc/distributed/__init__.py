@@ -11,7 +11,9 @@ from glamhpc.distributed.state import (
     full_state_dict,
     is_sharded,
     load_model_state,
+    read_checkpoint_tensors,
     save_model_state,
+    tied_groups,
 )
 
 __all__ = [
@@ -21,8 +23,10 @@ __all__ = [
     "is_sharded",
     "load_model_state",
     "pick_device",
+    "read_checkpoint_tensors",
     "save_model_state",
     "shutdown",
+    "tied_groups",
     "unwrap",
     "wrap_policy",
 ]

@@ -3,7 +3,7 @@ FSDP2 shards (one unit per T5 block + the root), activation checkpointing."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -19,8 +19,20 @@ def _t5_blocks(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, T5Block)]
 
 
-def wrap_policy(policy: nn.Module, ctx: DistContext, cfg: DistConfig) -> nn.Module:
-    """DDP replica or FSDP2 shards (one unit per T5 block + the root), plus the memory options."""
+def wrap_policy(
+    policy: nn.Module,
+    ctx: DistContext,
+    cfg: DistConfig,
+    precision: Literal["fp32", "bf16-mixed"] = "fp32",
+) -> nn.Module:
+    """DDP replica or FSDP2 shards (one unit per T5 block + the root), plus the memory options.
+
+    ``precision`` is `model.precision`. Parameters (what the optimizer updates and checkpoints
+    hold) stay fp32 in every case. bf16-mixed under DDP: nothing to do here, the policy's autocast
+    computes in bf16. Under FSDP2: the T5 blocks and the root are gathered in bf16 (half the
+    all-gather traffic) with fp32 gradient reductions, while the value head is a unit of its own
+    gathered in fp32, so the policy's fp32 value head input meets fp32 weights.
+    """
     if cfg.activation_checkpointing:
         from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
             apply_activation_checkpointing,
@@ -33,13 +45,20 @@ def wrap_policy(policy: nn.Module, ctx: DistContext, cfg: DistConfig) -> nn.Modu
 
         if not ctx.distributed:
             return policy
-        mp = None
-        if cfg.mixed_precision == "bf16":
-            mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        kwargs: dict[str, Any] = {"mp_policy": mp} if mp is not None else {}
+        if precision == "bf16-mixed":
+            bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            for block in _t5_blocks(policy):
+                fully_shard(block, mp_policy=bf16)
+            value_head = getattr(policy, "value_head", None)
+            if isinstance(value_head, nn.Module):
+                # Its own unit before the root: the root's bf16 policy would otherwise gather it.
+                fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+                fully_shard(value_head, mp_policy=fp32)
+            fully_shard(policy, mp_policy=bf16)
+            return policy
         for block in _t5_blocks(policy):
-            fully_shard(block, **kwargs)
-        fully_shard(policy, **kwargs)
+            fully_shard(block)
+        fully_shard(policy)
         return policy
     if not ctx.distributed:
         return policy

@@ -94,18 +94,29 @@ def load_model_state(
     optimizer.load_state_dict(optim_state)
 
 
-def _complete_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    names = dict(model.state_dict(keep_vars=True))
+def tied_groups(model: nn.Module) -> list[list[str]]:
+    """Names that share one tensor (tied weights), each group of two or more in state order."""
     by_id: dict[int, list[str]] = {}
-    for name, tensor in names.items():
+    for name, tensor in model.state_dict(keep_vars=True).items():
         by_id.setdefault(id(tensor), []).append(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def complete_tied(
+    state: dict[str, torch.Tensor], groups: list[list[str]]
+) -> dict[str, torch.Tensor]:
+    """Give every alias of a tied tensor its entry (safetensors' save_model stores one)."""
     out = dict(state)
-    for aliases in by_id.values():
+    for aliases in groups:
         present = [a for a in aliases if a in out]
         if present:
             for alias in aliases:
                 out.setdefault(alias, out[present[0]])
     return out
+
+
+def _complete_tied(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return complete_tied(state, tied_groups(model))
 
 
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -119,3 +130,33 @@ def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
         # full_state_dict=True gathers every entry into a plain tensor.
         return cast("dict[str, torch.Tensor]", get_model_state_dict(model, options=opts))
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def read_checkpoint_tensors(
+    folder: Path, trainable: list[str], tied: list[list[str]]
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+    """A checkpoint's full model state and per-parameter optimizer state, by parameter name,
+    whatever its format, in this one process (no process group needed).
+
+    ``trainable`` names the optimizer's parameters in its order and ``tied`` the groups of tied
+    names (both in the checkpoint's state.json): a full-format optimizer.pt keys its state by
+    position, and model.safetensors stores a tied tensor under one of its names only.
+    """
+    if (folder / "dcp").is_dir():
+        import tempfile
+
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "full.pt"
+            dcp_to_torch_save(str(folder / "dcp"), str(out))
+            full = torch.load(out, weights_only=True, map_location="cpu")
+        optim = {str(k): v for k, v in full["optim"]["state"].items()}
+        return dict(full["model"]), optim
+    from safetensors.torch import load_file
+
+    model = complete_tied(load_file(str(folder / "model.safetensors")), tied)
+    saved = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+    order = [i for group in saved["param_groups"] for i in group["params"]]
+    by_position = dict(zip(order, trainable, strict=True))
+    return model, {by_position[i]: v for i, v in saved["state"].items()}

@@ -2,32 +2,32 @@
 
 - `episodes`: the episode player (fixed quotas per env stream, the shared action sampler);
 - `agents`: what is evaluated (checkpoint, zero-shot model, random agent, BabyAI bot);
-- `runner`: suite items x episodes on deterministic test seeds, split into shards and merged;
-- `shards`: the pure split / merge of episodes over ranks or array tasks;
+- `runner`: suite items x episodes on deterministic test seeds, split into parts and merged;
+- `parts`: the pure split / merge of episodes over ranks or array tasks;
 - `stats`: Wilson intervals, per-item rows, CSV / markdown, metric names;
 - `report`: the printed table, the files and the MLflow logging (`glamhpc.tracking.evals`).
 
-Slurm arrays of shards are submitted by `glamhpc.launch.eval_array`.
+Slurm arrays of parts are submitted by `glamhpc.launch.eval_array`.
 """
 
 from glamhpc.evaluate.agents import AgentSpec, EvalError, baseline_spec, checkpoint_spec, model_spec
-from glamhpc.evaluate.runner import EvalPlan, EvalResult, evaluate, resolve_items
-from glamhpc.evaluate.shards import merge_shards, shard_episodes, shard_streams
+from glamhpc.evaluate.parts import merge_parts, part_episodes, part_streams
+from glamhpc.evaluate.runner import EvalResult, EvalWork, evaluate, resolve_items
 from glamhpc.evaluate.stats import summarize, wilson_interval
 
 __all__ = [
     "AgentSpec",
     "EvalError",
-    "EvalPlan",
     "EvalResult",
+    "EvalWork",
     "baseline_spec",
     "checkpoint_spec",
     "evaluate",
-    "merge_shards",
+    "merge_parts",
     "model_spec",
+    "part_episodes",
+    "part_streams",
     "resolve_items",
-    "shard_episodes",
-    "shard_streams",
     "summarize",
     "wilson_interval",
 ]

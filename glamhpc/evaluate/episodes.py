@@ -11,7 +11,7 @@ Episodes are identified by (stream, number): env ``stream`` is the EnvBatch's *g
 the one sampler of `glamhpc.policy.sampling` from uniforms drawn from one random generator per
 stream, so an episode's outcome depends only on its stream, never on which other envs shared the
 batch: splitting the streams over ranks or array tasks and merging the results gives exactly
-the episodes of one unsplit run (see `glamhpc.evaluate.shards`).
+the episodes of one unsplit run (see `glamhpc.evaluate.parts`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _SAMPLING_SALT = 0xE7A1
 
 @dataclass(frozen=True)
 class Episode:
-    """One finished episode, identified independently of how envs were batched or sharded.
+    """One finished episode, identified independently of how envs were batched or split.
 
     Attributes:
         stream: global env index (``EnvBatch.global_index``): its reset seeds derive from it.

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glamhpc.evaluate.parts import episode_index
 from glamhpc.evaluate.runner import EvalResult
-from glamhpc.evaluate.shards import episode_index
 from glamhpc.evaluate.stats import metrics, to_csv, to_markdown
 from glamhpc.fsutil import atomic_write_text
 
@@ -45,8 +45,8 @@ def _episodes_csv(results: Sequence[EvalResult]) -> str:
          "task_kind"]
     ]  # fmt: skip
     for result in results:
-        streams = result.plan.streams
-        for entry in result.plan.items:
+        streams = result.work.streams
+        for entry in result.work.items:
             for ep in result.episodes[entry.key]:
                 lines.append(
                     [

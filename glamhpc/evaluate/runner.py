@@ -1,11 +1,11 @@
-"""Planning and running an evaluation: suite items x episodes, split over shards, merged back.
+"""Preparing and running an evaluation: suite items x episodes, split into parts, merged back.
 
 Seeds (deterministic, disjoint from training): every env of a suite item is an EnvBatch seeded
 ``TEST_SEED_BASE * seed`` (upstream's test seeds ``1e9 * seed + i``; env stream ``i`` is the
 EnvBatch's global env index); action sampling uses one generator per stream seeded by
 ``(seed, i)``. Items on the same level therefore see the same episodes (a paired comparison of,
 e.g., a modifier against no modification) and a result depends on (agent, items, episodes,
-num_envs, seed, greedy) only: not on the number of shards, ranks or array tasks.
+num_envs, seed, greedy) only: not on the number of parts, ranks or array tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from glamhpc.envs.suites import SUITES, SuiteItem, get_suite
 from glamhpc.evaluate.agents import AgentSpec, EvalError, LoadedAgent, check_compatible, load_agent
 from glamhpc.evaluate.episodes import TEST_SEED_BASE, Episode, play_episodes, stream_quotas
-from glamhpc.evaluate.shards import merge_shards, shard_streams
+from glamhpc.evaluate.parts import merge_parts, part_streams
 from glamhpc.evaluate.stats import ItemSummary, KindSummary, kind_summaries, summarize
 
 if TYPE_CHECKING:
@@ -27,14 +27,14 @@ if TYPE_CHECKING:
 __all__ = [
     "LEVEL_SUITE",
     "EvalItem",
-    "EvalPlan",
     "EvalResult",
-    "ShardTask",
+    "EvalWork",
+    "PartTask",
     "evaluate",
     "item_suite",
     "level_item",
     "resolve_items",
-    "run_shard",
+    "run_part",
     "test_env_seed",
 ]
 
@@ -121,7 +121,7 @@ def resolve_items(
 
 
 @dataclass(frozen=True)
-class EvalPlan:
+class EvalWork:
     """What to play: every item gets ``episodes`` episodes on ``num_envs`` env streams."""
 
     items: tuple[EvalItem, ...]
@@ -142,40 +142,40 @@ class EvalPlan:
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    """One shard's share of a plan (the unit a rank or an array task runs; picklable)."""
+class PartTask:
+    """One part of an evaluation's work (the unit a rank or an array task runs; picklable)."""
 
     agent: AgentSpec
-    plan: EvalPlan
-    shard: int = 0
-    num_shards: int = 1
+    work: EvalWork
+    part: int = 0
+    num_parts: int = 1
 
 
 ProgressFn = Callable[[str, int], None]
 
 
-def run_shard(
-    task: ShardTask, loaded: LoadedAgent | None = None, progress: ProgressFn | None = None
+def run_part(
+    task: PartTask, loaded: LoadedAgent | None = None, progress: ProgressFn | None = None
 ) -> dict[str, list[Episode]]:
-    """Play this shard's streams of every item; episodes by item key.
+    """Play this part's streams of every item; episodes by item key.
 
     ``loaded`` reuses an already loaded agent (the local executor loads the LLM once for all
-    shards); ``progress(item_key, episodes_done)`` is called after every episode.
+    parts); ``progress(item_key, episodes_done)`` is called after every episode.
     """
     from glamhpc.envs.batch import EnvBatch
 
-    plan, spec = task.plan, task.agent
+    work, spec = task.work, task.agent
     agent = loaded if loaded is not None else load_agent(spec)
-    streams = shard_streams(plan.streams, task.num_shards, task.shard)
-    quotas = stream_quotas(plan.episodes, plan.streams)[streams.start : streams.stop]
+    streams = part_streams(work.streams, task.num_parts, task.part)
+    quotas = stream_quotas(work.episodes, work.streams)[streams.start : streams.stop]
     out: dict[str, list[Episode]] = {}
-    for entry in plan.items:
+    for entry in work.items:
         item = entry.item
         check_compatible(spec, item)
         envs = EnvBatch(
             level=item.level,
             num_envs=len(streams),
-            seed=test_env_seed(plan.seed),
+            seed=test_env_seed(work.seed),
             action_space=item.action_space,
             history=spec.history,
             language=item.language,
@@ -198,9 +198,9 @@ def run_shard(
                 agent.policy_for(envs.action_texts, item),
                 envs,
                 quotas,
-                seed=plan.seed,
+                seed=work.seed,
                 # The bot is deterministic: its one-hot distribution needs no sampling.
-                greedy=plan.greedy or spec.kind == "bot",
+                greedy=work.greedy or spec.kind == "bot",
                 prompt_transform=transform if modifier is not None else None,
                 on_episode=on_episode,
             )
@@ -211,23 +211,23 @@ def run_shard(
 
 @dataclass
 class EvalResult:
-    """Merged outcome of one agent on a plan."""
+    """Merged outcome of one agent on an evaluation's work."""
 
     agent: AgentSpec
-    plan: EvalPlan
+    work: EvalWork
     episodes: dict[str, list[Episode]] = field(default_factory=dict)
 
     def rows(self) -> list[ItemSummary]:
-        """One table row per item, in plan order."""
+        """One table row per item, in item order."""
         return [
             summarize(self.agent.label, e.suite, e.item.name, e.item.level, self.episodes[e.key])
-            for e in self.plan.items
+            for e in self.work.items
         ]
 
     def kinds(self) -> list[KindSummary]:
         """Success per task kind per item."""
         rows: list[KindSummary] = []
-        for e in self.plan.items:
+        for e in self.work.items:
             rows.extend(
                 kind_summaries(self.agent.label, e.suite, e.item.name, self.episodes[e.key])
             )
@@ -235,64 +235,64 @@ class EvalResult:
 
 
 def merge_results(
-    agent: AgentSpec, plan: EvalPlan, parts: Iterable[Mapping[str, Sequence[Episode]]]
+    agent: AgentSpec, work: EvalWork, parts: Iterable[Mapping[str, Sequence[Episode]]]
 ) -> EvalResult:
-    """Merge shard outputs into the result of the whole plan (validated for completeness)."""
+    """Merge part outputs into the result of the whole evaluation (validated for completeness)."""
     parts = list(parts)
     episodes = {
-        e.key: merge_shards([p.get(e.key, []) for p in parts], plan.episodes, plan.streams)
-        for e in plan.items
+        e.key: merge_parts([p.get(e.key, []) for p in parts], work.episodes, work.streams)
+        for e in work.items
     }
-    return EvalResult(agent, plan, episodes)
+    return EvalResult(agent, work, episodes)
 
 
-def check_plan(agent: AgentSpec, plan: EvalPlan) -> None:
+def check_work(agent: AgentSpec, work: EvalWork) -> None:
     """Fail before any work (or any submission) on an item the agent cannot play."""
-    for entry in plan.items:
+    for entry in work.items:
         check_compatible(agent, entry.item)
 
 
 def evaluate(
     agent: AgentSpec,
-    plan: EvalPlan,
-    shards: int = 1,
+    work: EvalWork,
+    parts: int = 1,
     executor: str = "local",
     slurm: EvalArrayOptions | None = None,
     loaded: LoadedAgent | None = None,
     progress: ProgressFn | None = None,
 ) -> EvalResult:
-    """Evaluate ``agent`` on ``plan``, split into ``shards`` shards, and merge.
+    """Evaluate ``agent`` on ``work``, split into ``parts`` parts, and merge.
 
-    ``local`` plays the shards one after another in this process (the LLM is loaded once);
+    ``local`` plays the parts one after another in this process (the LLM is loaded once);
     ``slurm`` submits them as one submitit array job and waits for it.
 
     Raises:
-        EvalError: incompatible items, more shards than env streams, an unusable model, or a
+        EvalError: incompatible items, more parts than env streams, an unusable model, or a
             failed submission (one-line messages).
     """
-    check_plan(agent, plan)
-    if not 1 <= shards <= plan.streams:
+    check_work(agent, work)
+    if not 1 <= parts <= work.streams:
         raise EvalError(
-            f"--shards {shards}: must be between 1 and the number of env streams "
-            f"({plan.streams}; raise --num-envs for more shards)"
+            f"--parts {parts}: must be between 1 and the number of env streams "
+            f"({work.streams}; raise --num-envs for more parts)"
         )
-    tasks = [ShardTask(agent, plan, s, shards) for s in range(shards)]
+    tasks = [PartTask(agent, work, p, parts) for p in range(parts)]
     if executor == "local":
         loaded = loaded if loaded is not None else load_agent(agent)
-        return merge_results(agent, plan, (run_shard(t, loaded, progress) for t in tasks))
+        return merge_results(agent, work, (run_part(t, loaded, progress) for t in tasks))
     if executor == "slurm":
         if slurm is None:
             raise EvalError("--executor slurm needs a job folder")
-        return merge_results(agent, plan, submit_slurm(tasks, slurm))
+        return merge_results(agent, work, submit_slurm(tasks, slurm))
     raise EvalError(f"unknown executor {executor!r}; expected 'local' or 'slurm'")
 
 
 def submit_slurm(
-    tasks: Sequence[ShardTask], options: EvalArrayOptions
+    tasks: Sequence[PartTask], options: EvalArrayOptions
 ) -> list[dict[str, list[Episode]]]:
-    """Run ``tasks`` as a Slurm array job (one task per shard) and return their outputs.
+    """Run ``tasks`` as a Slurm array job (one task per part) and return their outputs.
 
-    submitit pickles each ShardTask to the shared job folder; array tasks load the agent
+    submitit pickles each PartTask to the shared job folder; array tasks load the agent
     themselves. `glamhpc.launch.eval_array` submits the array and records it, so `glamhpc jobs`
     lists it and `glamhpc cancel` stops it.
     """
@@ -301,7 +301,7 @@ def submit_slurm(
     from glamhpc.launch.executors import LaunchError
 
     try:
-        array = submit_eval_array(run_shard, tasks, tasks[0].agent.label, options)
+        array = submit_eval_array(run_part, tasks, tasks[0].agent.label, options)
     except (ConfigError, LaunchError) as exc:
         raise EvalError(str(exc)) from None
     print(f"submitted {len(array.jobs)} array tasks (job {array.job_id}); waiting")
@@ -315,18 +315,18 @@ def submit_slurm(
 
 
 def evaluate_distributed(
-    agent: AgentSpec, plan: EvalPlan, ctx: DistContext, progress: ProgressFn | None = None
+    agent: AgentSpec, work: EvalWork, ctx: DistContext, progress: ProgressFn | None = None
 ) -> EvalResult | None:
-    """Under torchrun: rank ``r`` plays shard ``r``; rank 0 gathers and returns the merged
+    """Under torchrun: rank ``r`` plays part ``r``; rank 0 gathers and returns the merged
     result, the other ranks return None. ``ctx`` is the joined process group's context
     (`glamhpc.distributed.init_distributed`)."""
-    check_plan(agent, plan)
-    if ctx.world_size > plan.streams:
+    check_work(agent, work)
+    if ctx.world_size > work.streams:
         raise EvalError(
-            f"{ctx.world_size} ranks but only {plan.streams} env streams; raise --num-envs"
+            f"{ctx.world_size} ranks but only {work.streams} env streams; raise --num-envs"
         )
-    mine = run_shard(ShardTask(agent, plan, ctx.rank, ctx.world_size), progress=progress)
+    mine = run_part(PartTask(agent, work, ctx.rank, ctx.world_size), progress=progress)
     gathered = ctx.gather_objects_to_main(mine)
     if gathered is None:
         return None
-    return merge_results(agent, plan, gathered)
+    return merge_results(agent, work, gathered)

@@ -1,6 +1,6 @@
-"""Evaluation shards as one Slurm array job, recorded so `glamhpc jobs|logs|cancel` see it.
+"""Evaluation parts as one Slurm array job, recorded so `glamhpc jobs|logs|cancel` see it.
 
-`glamhpc eval --executor slurm` hands its shards here. The array's resources come from the eval
+`glamhpc eval --executor slurm` hands its parts here. The array's resources come from the eval
 command's own options (no training config is involved: an evaluation has no envs to split over
 ranks, no torchrun and no checkpoints); the launch defaults that do apply (the USR2 warning
 before the time limit, the requeue budget) are `LaunchConfig`'s, so an eval array and a run
@@ -30,7 +30,7 @@ __all__ = [
     "EvalArray",
     "EvalArrayOptions",
     "eval_resources",
-    "shard_names",
+    "part_names",
     "submit_eval_array",
 ]
 
@@ -89,9 +89,9 @@ def eval_resources(options: EvalArrayOptions) -> Resources:
     )
 
 
-def shard_names(label: str, count: int) -> list[str]:
-    """What `glamhpc jobs` shows in its run column for each array task (``random/shard0``)."""
-    return [f"{label}/shard{index}" for index in range(count)]
+def part_names(label: str, count: int) -> list[str]:
+    """What `glamhpc jobs` shows in its run column for each array task (``random/part0``)."""
+    return [f"{label}/part{index}" for index in range(count)]
 
 
 @dataclass
@@ -134,7 +134,7 @@ def submit_eval_array(
         name=label,
         executor=resources.executor,
         folder=str(options.folder.resolve()),
-        runs=shard_names(label, len(tasks)),
+        runs=part_names(label, len(tasks)),
         workdir=str(Path.cwd()),
     )
     registry.append(record)

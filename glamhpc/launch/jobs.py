@@ -3,7 +3,7 @@
 Slurm is the source of truth for ids, states, elapsed times and node lists (squeue for what is
 queued or running, sacct for what ended, so a finished or cancelled job stays visible); only
 jobs whose name starts with ``glamhpc`` are shown. The registry adds what Slurm does not know:
-which run an array element trains (or which shard an evaluation array task plays). Local jobs
+which run an array element trains (or which evaluation part an array task plays). Local jobs
 (processes on this machine) come from the registry alone. Reading logs is `glamhpc.launch.logs`,
 cancelling `glamhpc.launch.cancel`; both ask this module for states.
 """

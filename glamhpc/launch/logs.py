@@ -46,7 +46,7 @@ def resolve_log_target(job: str) -> LogTarget:
         if record.kind == "eval" and not index:
             raise LaunchError(
                 f"job {job} is the evaluation array of {record.name} ({len(record.runs)} "
-                f"shards): pick one, e.g. `glamhpc logs {job}_0` or `glamhpc logs {record.runs[0]}`"
+                f"parts): pick one, e.g. `glamhpc logs {job}_0` or `glamhpc logs {record.runs[0]}`"
             )
         if record.kind == "sweep" and not index:
             if record.executor == "local":

@@ -2,20 +2,23 @@
 
 A plan writes nothing and imports no torch: the resolved resources, the run name and directory
 (owned by glamhpc.rundir), the per-node torchrun command, and the layout of ranks over nodes with
-their env shards. `glamhpc submit --dry-run` prints all of it together with the per-rank memory
+their env slices. `glamhpc submit --dry-run` prints all of it together with the per-rank memory
 estimate and the batch script; `glamhpc plan` prints the rank layout and memory and refuses
 combinations that cannot fit. The memory estimate reads the model's shape from
 `glamhpc.policy.shapes` (published FLAN-T5 shapes, cached config.json files): no torch either.
 
-Memory model (bytes per parameter P, world size W, Adam):
-- fp32 weights 4P, fp32 grads 4P, Adam moments 8P: 16 bytes/param in total (XL: ~46 GB);
-- bf16 weights/grads with fp32 master copy and moments: 2 + 2 + 4 + 8 = 16 bytes/param too, but
-  FSDP mixed precision keeps fp32 sharded params (4P/W) plus bf16 gathered blocks transiently;
-- DDP replicates everything; FSDP2 shards weights, grads and optimizer state over W and
-  gathers one T5 block at a time (plus the root's embeddings/lm_head);
-- LoRA trains adapters only: frozen base weights, grads and Adam state for the adapters.
-Activations (update phase, per rank) follow Korthikanti et al.'s ~34 bytes x d_model per token and
-layer at 16-bit (x2 in fp32), or only each layer's input with activation checkpointing.
+Memory model (bytes per parameter P, world size W, Adam), as `model.precision` runs:
+- trained weights are always fp32 (the optimizer's master copy), whatever the precision:
+  fp32 weights 4P, fp32 grads 4P, Adam moments 8P: 16 bytes/param (XL: ~46 GB);
+- DDP replicates all of it; FSDP2 shards weights, grads and optimizer state over W and gathers
+  one T5 block at a time (two with prefetch), in bf16 under bf16-mixed, else fp32;
+- bf16-mixed under DDP (or one rank): autocast casts each weight to bf16 once per forward and
+  autograd keeps those copies for backward: +2P while a minibatch is in flight (FSDP2 gathers
+  bf16 blocks instead, so autocast has nothing to cast there);
+- LoRA trains adapters only: the frozen base in model.dtype (bf16 allowed: no optimizer
+  updates it), fp32 adapters with their grads and Adam state;
+- bf16 otherwise only in activations: Korthikanti et al.'s ~34 bytes x d_model per token and
+  layer at 16-bit (x2 in fp32), or only each layer's input with activation checkpointing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glamhpc.config import Config, env_split_problem
+from glamhpc.config import Config, env_split_problem, training_precision_problem
 from glamhpc.launch.executors import LaunchError, render_sbatch
 from glamhpc.launch.resources import Resources, job_name, resolve
 from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
@@ -64,10 +67,17 @@ class MemoryEstimate:
     grads_gb: float
     optimizer_gb: float
     activations_gb: float
+    health_gb: float = 0.0
+    """The update-health snapshot: a copy of the rank's trainable parameters (rl.health)."""
+
+    @property
+    def static_gb(self) -> float:
+        """Everything held for the whole update, activations aside."""
+        return self.weights_gb + self.grads_gb + self.optimizer_gb + self.health_gb
 
     @property
     def total_gb(self) -> float:
-        return self.weights_gb + self.grads_gb + self.optimizer_gb + self.activations_gb
+        return self.static_gb + self.activations_gb
 
 
 @dataclass(frozen=True)
@@ -134,26 +144,29 @@ def lora_params(config: T5Shape, r: int, targets: list[str]) -> int:
 
 
 def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) -> MemoryEstimate:
-    bf16 = cfg.model.dtype == "bf16" or cfg.dist.mixed_precision == "bf16"
-    weight_bytes = 2 if cfg.model.dtype == "bf16" else 4
-    shard = world_size if cfg.dist.strategy == "fsdp" else 1
+    """Per-rank memory of the update phase of ``cfg`` (the module docstring's model)."""
+    mixed = cfg.model.precision == "bf16-mixed"
+    # 16-bit compute: bf16-mixed, or LoRA on a bf16 base (bf16 weights are refused otherwise).
+    bf16 = mixed or cfg.model.dtype == "bf16"
+    fsdp = cfg.dist.strategy == "fsdp"
+    shard = world_size if fsdp else 1
     d = config.d_model
     if cfg.model.lora.enabled:
         trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules)
-        weights = params * weight_bytes / shard + trainable * 4
+        base_bytes = 2 if cfg.model.dtype == "bf16" else 4
+        weights = params * base_bytes / shard + trainable * 4
         grads: float = trainable * 4
         optim: float = trainable * 8
     else:
         trainable = params
-        weights = params * 4 / shard
-        if cfg.dist.strategy == "fsdp":
-            # One gathered block at a time (+ the root's embedding/lm_head) in compute precision.
-            layers = config.layers
-            weights += params / layers * (2 if bf16 else 4) * 2
-        elif cfg.model.dtype == "bf16":
-            weights = params * 2 + params * 4  # bf16 compute copy + fp32 master
+        weights = params * 4 / shard  # fp32 master weights, whatever the precision
+        if fsdp:
+            # One gathered block at a time (+ the next, prefetched) in FSDP's param_dtype.
+            weights += params / config.layers * (2 if mixed else 4) * 2
         grads = params * 4 / shard
         optim = params * 8 / shard
+    if mixed and not fsdp and cfg.model.dtype == "fp32":
+        weights += params * 2  # autocast's bf16 weight copies, kept by autograd for backward
     mb_local = max(cfg.ppo.minibatch_size // world_size, 1)
     k = 6
     token_layers = (
@@ -168,6 +181,8 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
         grads_gb=grads / GB,
         optimizer_gb=optim / GB,
         activations_gb=act / GB,
+        # rl.health copies the trainable (fp32) parameters before each update to diff against.
+        health_gb=trainable * 4 / shard / GB,
     )
 
 
@@ -181,17 +196,20 @@ def check_capacity(
     cfg: Config, nodes: int, gpus_per_node: int, gpu_mem_gb: float = 80.0
 ) -> Capacity:
     """Rank layout and memory of ``cfg`` on ``nodes`` x ``gpus_per_node``, with what cannot fit
-    (env shards that do not divide, memory above 90% of a GPU) and how to fix it."""
+    (env slices that do not divide, memory above 90% of a GPU) and how to fix it."""
     per_node = gpus_per_node if gpus_per_node > 0 else cfg.launch.nproc_per_node
     world = nodes * per_node
     problems: list[str] = []
+    precision = training_precision_problem(cfg)
+    if precision:
+        problems.append(precision)
     split = env_split_problem(cfg.env.num_envs, world) if world else None
     if split:
         problems.append(split)
     ranks = rank_layout(cfg.env.num_envs, nodes, per_node)
     memory = run_memory(cfg, world)
     if gpus_per_node > 0 and memory.total_gb > 0.9 * gpu_mem_gb:
-        static = memory.weights_gb + memory.grads_gb + memory.optimizer_gb
+        static = memory.static_gb
         fix = (
             "use dist.strategy=fsdp on more GPUs, model.lora.enabled=true"
             if cfg.dist.strategy == "ddp"
@@ -200,8 +218,8 @@ def check_capacity(
         if static < 0.9 * gpu_mem_gb:
             fix = "lower ppo.minibatch_size, set dist.activation_checkpointing=true, or " + fix
         problems.append(
-            f"{cfg.model.name} with {cfg.dist.strategy} in "
-            f"{'bf16' if cfg.model.dtype == 'bf16' else 'fp32'} needs ~{memory.total_gb:.0f} GB "
+            f"{cfg.model.name} with {cfg.dist.strategy} in {cfg.model.precision} "
+            f"needs ~{memory.total_gb:.0f} GB "
             f"per GPU (~{static:.0f} GB for weights+grads+optimizer) but a GPU has "
             f"{gpu_mem_gb:.0f} GB: {fix}"
         )
@@ -348,8 +366,8 @@ def _memory_lines(plan: RunPlan) -> list[str]:
         f"model        {plan.cfg.model.name}: {m.params / 1e6:.1f} M parameters, "
         f"{m.trainable / 1e6:.1f} M trainable",
         f"memory/rank  ~{m.total_gb:.2f} GB: weights {m.weights_gb:.2f} + gradients "
-        f"{m.grads_gb:.2f} + optimizer {m.optimizer_gb:.2f} + activations (estimate) "
-        f"{m.activations_gb:.2f}",
+        f"{m.grads_gb:.2f} + optimizer {m.optimizer_gb:.2f} + health snapshot "
+        f"{m.health_gb:.2f} + activations (estimate) {m.activations_gb:.2f}",
     ]
 
 

@@ -1,7 +1,7 @@
 """A per-user list of what glamhpc submitted: job id -> run names, folders, MLflow parent.
 
 Slurm knows job ids, names and states; it does not know which run directory an array element
-trains (or which shard an evaluation task plays) or where submitit put its logs. `glamhpc jobs`,
+trains (or which evaluation part a task plays) or where submitit put its logs. `glamhpc jobs`,
 `logs` and `cancel` join Slurm's view with this file. One JSON record per line, appended with a
 single write (atomic for small records), so concurrent submits from several shells never
 corrupt it.
@@ -37,14 +37,14 @@ class JobRecord:
 
     job_id: str
     kind: str
-    """run | sweep | finalize | element (a local sweep's element job) | eval (its shards)."""
+    """run | sweep | finalize | element (a local sweep's element job) | eval (its parts)."""
     name: str
     """Run name (kind run/element), sweep name, or the evaluated agent's label (eval)."""
     executor: str
     folder: str
     """submitit folder: pickles and one log per node task."""
     runs: list[str] = field(default_factory=list)
-    """Run names by array index (one for a single run; an eval array's shard names)."""
+    """Run names by array index (one for a single run; an eval array's part names)."""
     run_dirs: list[str] = field(default_factory=list)
     experiment: str = ""
     parent_run_id: str | None = None

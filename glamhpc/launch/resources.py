@@ -11,7 +11,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from glamhpc.config import Config, ConfigError, LaunchConfig, env_split_problem
+from glamhpc.config import (
+    Config,
+    ConfigError,
+    LaunchConfig,
+    env_split_problem,
+    training_precision_problem,
+)
 
 #: Prefix of every Slurm job name glamhpc submits: `glamhpc jobs` and `cancel` select by it, so
 #: a user's other jobs are never listed or touched.
@@ -144,6 +150,9 @@ def resolve(cfg: Config) -> Resources:
             f"launch.gpus_per_node={launch.gpus_per_node} but model.device=cpu: set "
             "model.device=auto (or cuda), or gpus_per_node=0 for CPU ranks"
         )
+    precision = training_precision_problem(cfg)
+    if precision:
+        raise ConfigError(precision)
     split = env_split_problem(cfg.env.num_envs, launch.nodes * nproc)
     if split:
         raise ConfigError(

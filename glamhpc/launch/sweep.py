@@ -28,6 +28,7 @@ from glamhpc.config import (
     config_from_dict,
     read_yaml,
     to_yaml,
+    training_precision_problem,
 )
 from glamhpc.fsutil import atomic_write_text
 from glamhpc.launch import registry
@@ -95,6 +96,9 @@ def plan_sweep(
                 f"sweep element {element.index} changes the experiment to '{cfg.experiment}'; "
                 "all elements must log to the parent's experiment"
             )
+        precision = training_precision_problem(cfg)
+        if precision:  # elements may vary model.dtype; the base was checked by resolve()
+            raise ConfigError(f"sweep element {element.index}: {precision}")
         cfg.tracking.uri = uri
         configs.append(cfg)
     folder = (

@@ -4,12 +4,18 @@ pi(a_k | prompt) comes from the candidates' scores (see `scoring`), normalised o
 candidates; V(prompt) is an MLP on the decoder's position-0 state, computed in the same pass.
 The whole LLM is trainable (the paper fine-tunes everything); the value head is float32 whatever
 the LLM's dtype, so value regression does not suffer from bf16 rounding.
+
+Precision (`compute_dtype`): None runs the LLM in its weights' dtype. bfloat16 runs the LLM's
+forward under autocast (bf16 matmuls on fp32 weights, which stay the optimizer's master copy);
+the token log-softmax (`scoring._logits` casts to fp32 first) and the value head (outside autocast,
+on fp32 inputs) stay fp32, so the log-probs and values PPO differentiates are fp32 either way.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
@@ -61,6 +67,8 @@ class GlamPolicy(nn.Module):
             before any update and turns the clipping into noise clipping.
         prompt_cache_size: how many prompt tokenisations to keep (prompts recur: every PPO epoch
             re-scores the rollout's prompts).
+        compute_dtype: None (the weights' dtype) or torch.bfloat16 (autocast around the LLM's
+            forward; `model.precision=bf16-mixed`). The device type comes from the model.
     """
 
     # Buffers registered in __init__ (nn.Module.__getattr__ is typed Tensor | Module).
@@ -78,10 +86,15 @@ class GlamPolicy(nn.Module):
         method: ScoringMethod = "fast",
         disable_dropout: bool = True,
         prompt_cache_size: int = 16384,
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if scoring not in ("glam", "paper"):
             raise ValueError(f"unknown scoring {scoring!r}; expected 'glam' or 'paper'")
+        if compute_dtype not in (None, torch.float32, torch.bfloat16):
+            raise ValueError(f"unsupported compute_dtype {compute_dtype}; use None or bfloat16")
+        # fp32 autocast is a no-op that still costs a context per call: treat it as None.
+        self.compute_dtype = None if compute_dtype == torch.float32 else compute_dtype
         self.model = model
         self.tokenizer = tokenizer
         self.action_texts: tuple[str, ...] = tuple(action_texts)
@@ -143,20 +156,30 @@ class GlamPolicy(nn.Module):
         """Raw candidate scores [B, K] and the value-head input [B, d_model] (float32)."""
         if len(prompts) == 0:
             raise ValueError("no prompts")
-        return score_prompts(
-            self.model,
-            self.tokenize(prompts),
-            self.candidates,
-            pad_id=self.pad_id,
-            method=self.method,
-            max_batch_tokens=self.max_batch_tokens,
-        )
+        prompt_ids = self.tokenize(prompts)
+        with self._autocast():
+            return score_prompts(
+                self.model,
+                prompt_ids,
+                self.candidates,
+                pad_id=self.pad_id,
+                method=self.method,
+                max_batch_tokens=self.max_batch_tokens,
+            )
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        """bf16 autocast on the LLM's device type, or nothing (fp32 / the weights' dtype)."""
+        if self.compute_dtype is None:
+            return nullcontext()
+        device_type = next(self.model.parameters()).device.type
+        return torch.autocast(device_type=device_type, dtype=self.compute_dtype)
 
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log pi(.|prompt) [B, K] float32, normalised over candidates; V(prompt) [B] float32)."""
         out = self.score(prompts)
         logprobs = policy_logits(out.scores, self.scoring)
-        values = self.value_head(out.hidden).squeeze(-1)
+        # Outside autocast (score's context has closed) and on fp32 input: an fp32 value head.
+        values = self.value_head(out.hidden.float()).squeeze(-1)
         return logprobs, values
 
     @torch.no_grad()

@@ -351,12 +351,25 @@ def _packable(model: nn.Module) -> bool:
     return getattr(first, "has_relative_attention_bias", False) and len(decoder.block[0].layer) == 3
 
 
+def _checkpointed(model: nn.Module) -> bool:
+    """Whether activation checkpointing wraps some of the model's blocks (by class name: policy
+    code does not import torch.distributed, where the wrapper lives)."""
+    return any(type(m).__name__ == "CheckpointWrapper" for m in model.modules())
+
+
 def fast_scores(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, cands: Candidates
 ) -> ScoreOutput:
-    """The fastest exact path for `model`: `packed_t5_scores` for T5, else `cached_scores`."""
-    scorer = packed_t5_scores if _packable(model) else cached_scores
-    return scorer(model, input_ids, attention_mask, cands)
+    """The fastest exact path for `model`: `packed_t5_scores` for T5, else `cached_scores`;
+    `lamorel_scores` when gradients flow through checkpoint-wrapped blocks."""
+    if _packable(model):
+        return packed_t5_scores(model, input_ids, attention_mask, cands)
+    if torch.is_grad_enabled() and _checkpointed(model):
+        # Activation checkpointing re-runs a block's forward during backward; `cached_scores`
+        # mutates its decoder cache in that forward, so the re-run would see the K/V twice
+        # (found by `--smoke` on the FSDP2 + checkpointing XL config). No cache, no mutation.
+        return lamorel_scores(model, input_ids, attention_mask, cands)
+    return cached_scores(model, input_ids, attention_mask, cands)
 
 
 _SCORERS: dict[str, Callable[..., ScoreOutput]] = {

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from glamhpc.config import Config
+from glamhpc.config import Config, ConfigError, training_precision_problem
 from glamhpc.distributed import DistContext, wrap_policy
 from glamhpc.envs.batch import EnvBatch
 from glamhpc.policy.flops import T5Shape
@@ -48,6 +48,10 @@ def seed_everything(cfg: Config) -> None:
 
 
 def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: int) -> Parts:
+    # Before anything is loaded: a multi-GB model in bf16 would only be refused afterwards.
+    problem = training_precision_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
     envs = EnvBatch(
         level=cfg.env.level,
         num_envs=num_envs_local,
@@ -79,11 +83,12 @@ def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: 
         scoring=cfg.policy.scoring,
         max_batch_tokens=cfg.policy.max_batch_tokens,
         value_hidden=cfg.model.value_hidden,
+        compute_dtype=torch.bfloat16 if cfg.model.precision == "bf16-mixed" else None,
     ).to(ctx.device)
     # No dropout, acting or updating: PPO's first ratio is exactly 1 and no hidden RNG state is
     # consumed, which resume exactness relies on.
     policy.eval()
-    wrapped = wrap_policy(policy, ctx, cfg.dist)
+    wrapped = wrap_policy(policy, ctx, cfg.dist, precision=cfg.model.precision)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(
         params, lr=cfg.ppo.lr, betas=cfg.ppo.adam_betas, eps=cfg.ppo.adam_eps

@@ -9,6 +9,7 @@ loss is scaled so that averaging gradients over ranks (DDP/FSDP) gives the singl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +23,14 @@ from glamhpc.rl.buffer import RolloutBuffer, compute_gae
 ScoreFn = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 """prompts -> (log-probs over the candidate actions [B, K], values [B]): the policy as the loop
 calls it (the rollout under no_grad, the update with gradients)."""
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN/inf loss, gradient norm or weight: the run must stop (one line, no traceback).
+
+    Raised on every rank together (the check is agreed through ``all_reduce_sum``), so no rank is
+    left waiting in a collective; the trainer then writes no checkpoint, no ``DONE`` and no export.
+    """
 
 
 @dataclass(frozen=True)
@@ -135,8 +144,8 @@ def ppo_update(
     grad_norms: list[float] = []
     steps_done = 0
     stop = False
-    for epoch_batches in schedule:
-        for mb in epoch_batches:
+    for epoch, epoch_batches in enumerate(schedule):
+        for number, mb in enumerate(epoch_batches):
             idx = mb.local_indices
             weight = 1.0
             if len(idx) == 0:
@@ -167,6 +176,13 @@ def ppo_update(
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             grad_norms.append(float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm))
+            # Before the step: Adam would spread the NaN into every weight and its moments.
+            _check_finite(
+                float(loss.detach()),
+                grad_norms[-1],
+                f"epoch {epoch + 1}, minibatch {number + 1}",
+                all_reduce_sum,
+            )
             optimizer.step()
             steps_done += 1
             with torch.no_grad():
@@ -245,6 +261,32 @@ def update_from_rollout(
     stats["advantage_mean"] = float(advantages.mean())
     stats["return_target_mean"] = float(returns.mean())
     return stats
+
+
+def _check_finite(
+    loss: float,
+    grad_norm: float,
+    where: str,
+    all_reduce_sum: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    """Raise NonFiniteError on every rank when the loss or gradient norm of any rank is NaN/inf.
+
+    The gradient norm is already global (DDP/FSDP reduce the gradients), but a rank's loss is
+    local: the flags are summed so that every rank decides the same, and none is left behind in
+    the next collective.
+    """
+    flags = torch.tensor(
+        [float(not math.isfinite(loss)), float(not math.isfinite(grad_norm))], dtype=torch.float64
+    )
+    bad_loss, bad_norm = (int(v) for v in all_reduce_sum(flags).tolist())
+    if bad_loss or bad_norm:
+        what = " and ".join(
+            w for w, bad in (("loss", bad_loss), ("gradient norm", bad_norm)) if bad
+        )
+        raise NonFiniteError(
+            f"non-finite {what} in the PPO update ({where}; loss {loss:.4g}, gradient norm "
+            f"{grad_norm:.4g} on this rank); the optimizer step was not applied"
+        )
 
 
 def _normalize_global(

@@ -17,7 +17,13 @@ from torch import nn
 from glamhpc import __version__
 from glamhpc.checkpoint import Checkpointer, checkpoint_name, read_global_state, read_rank_states
 from glamhpc.config import Config, to_dict
-from glamhpc.distributed import DistContext, load_model_state, save_model_state, unwrap
+from glamhpc.distributed import (
+    DistContext,
+    load_model_state,
+    save_model_state,
+    tied_groups,
+    unwrap,
+)
 from glamhpc.envs.batch import EnvBatch, merge_state_dicts
 from glamhpc.fsutil import atomic_write_text
 
@@ -36,6 +42,17 @@ class Restored:
     history: list[dict[str, float]]
 
 
+#: Activation checkpointing inserts this module level; state dicts (and DCP) leave it out.
+_WRAPPED = "_checkpoint_wrapped_module."
+
+
+def trainable_names(policy: nn.Module) -> list[str]:
+    """The optimizer's parameters in its order, named as in the model's state dict."""
+    return [
+        n.replace(_WRAPPED, "") for n, p in unwrap(policy).named_parameters() if p.requires_grad
+    ]
+
+
 def save_checkpoint(
     checkpointer: Checkpointer,
     policy: nn.Module,
@@ -49,6 +66,9 @@ def save_checkpoint(
     """Collective: every rank writes its part; returns the checkpoint folder."""
     write_shared, write_rank = save_model_state(policy, optimizer, ctx)
     global_state = {
+        # Names of the optimizer's parameters in its order: optimizer.pt keys them by position.
+        "trainable": trainable_names(policy),
+        "tied": tied_groups(unwrap(policy)),
         "counters": asdict(counters),
         "history": history,
         "world_size": ctx.world_size,

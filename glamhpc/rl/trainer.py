@@ -9,13 +9,14 @@ ranks reproduce a single rank's run: the same global env sees the same episodes 
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from glamhpc.checkpoint import Checkpointer
+from glamhpc.checkpoint import LATEST, Checkpointer
 from glamhpc.config import Config
 from glamhpc.distributed import (
     DistContext,
@@ -27,7 +28,8 @@ from glamhpc.distributed import (
 from glamhpc.policy.flops import peak_flops, update_cost
 from glamhpc.rl import state
 from glamhpc.rl.build import build_parts, seed_everything
-from glamhpc.rl.ppo import RankSlice, update_from_rollout
+from glamhpc.rl.health import UpdateHealth, nonfinite_groups, stall_warning
+from glamhpc.rl.ppo import NonFiniteError, RankSlice, update_from_rollout
 from glamhpc.rl.progress import train_bar
 from glamhpc.rl.rollout import EpisodeStats, Rollout, RolloutKey, collect
 from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_tracker
@@ -61,6 +63,8 @@ class Trainer:
             self.rundir.checkpoints, cfg.train.keep_checkpoints, ctx.rank, ctx.barrier
         )
         self.tracker: Tracker | None = None
+        self.health = UpdateHealth(unwrap(self.policy).named_parameters())
+        self._health_warned = False
 
     # ------------------------------------------------------------------ state
     def save(self, env_state: dict[str, Any]) -> Path:
@@ -112,7 +116,8 @@ class Trainer:
         ranks = RankSlice(
             self.env_offset, self.num_envs_local, self.cfg.env.num_envs, self.ctx.world_size
         )
-        return update_from_rollout(
+        self.health.snapshot()
+        stats = update_from_rollout(
             self._score,
             self.parts.params,
             self.optimizer,
@@ -124,6 +129,47 @@ class Trainer:
             ranks=ranks,
             all_reduce_sum=self.ctx.all_reduce_sum,
         )
+        # Identical on every rank (replicas, or sums reduced over the shards): all raise together.
+        health = self.health.measure(self.ctx.all_reduce_sum)
+        broken = nonfinite_groups(health)
+        if broken:
+            raise NonFiniteError(
+                f"the PPO update made the weights non-finite (groups: {', '.join(broken)}) "
+                "although its losses and gradient norms were finite: the learning rate is too "
+                "large or not finite"
+            )
+        return {**stats, **health}
+
+    def _watch_health(self, metrics: dict[str, float]) -> None:
+        """Rank 0: warn once, loudly and in MLflow, when the LLM stopped learning."""
+        if self._health_warned or not self.ctx.is_main:
+            return
+        problem = stall_warning(
+            metrics, metrics["lr"], metrics["grad_norm"], self.health.llm_trainable
+        )
+        if problem is None:
+            return
+        self._health_warned = True
+        update = self.counters.update
+        print(f"WARNING (update {update}): {problem}", file=sys.stderr, flush=True)
+        if self.tracker is not None:
+            self.tracker.set_tags({"health.warning": f"update {update}: {problem}"})
+
+    def _failed(self, exc: NonFiniteError) -> NonFiniteError:
+        """The run stops: the bad state is not saved, the last good checkpoint stays `latest`,
+        no DONE, no export; MLflow shows FAILED with the reason."""
+        # The pointer, not find_latest(): hashing a large checkpoint only to name it is slow.
+        pointer = self.checkpointer.folder / LATEST
+        kept = f"checkpoints/{pointer.read_text().strip()}" if pointer.is_file() else "none"
+        message = (
+            f"update {self.counters.update + 1} stopped: {exc}. Nothing was saved; the last good "
+            f"checkpoint ({kept}) stays latest. Lower ppo.lr in a new run (a resume repeats the "
+            "same updates)"
+        )
+        if self.tracker is not None:
+            self.tracker.set_tags({"health.error": message})
+            self.tracker.finish("FAILED")
+        return NonFiniteError(message)
 
     def _metrics(
         self,
@@ -186,6 +232,9 @@ class Trainer:
             self.rundir.prepare(cfg)
         ctx.barrier()
         self._resume()
+        initial_saved = state.saved_at(self.checkpointer, 0)
+        if cfg.train.save_initial and self.counters.update == 0 and not initial_saved:
+            self.save(self.envs.state_dict())
         if ctx.is_main and cfg.tracking.enabled:
             self.tracker = start_tracker(cfg, self.rundir, ctx.world_size)
         preempted = False
@@ -203,7 +252,10 @@ class Trainer:
                     preempted = True
                     break
                 rollout_s = time.perf_counter() - start
-                stats = self._update(rollout)
+                try:
+                    stats = self._update(rollout)
+                except NonFiniteError as exc:
+                    raise self._failed(exc) from exc
                 elapsed = time.perf_counter() - start
                 episodes = EpisodeStats.merge(ctx.all_gather_objects(rollout.episodes))
                 self.counters.update += 1
@@ -213,6 +265,7 @@ class Trainer:
                 times = {"elapsed": elapsed, "rollout": rollout_s}
                 times["comm"] = ctx.comm_seconds - comm_before
                 metrics = self._metrics(stats, rollout, episodes, times)
+                self._watch_health(metrics)
                 self.history.append({"frames": self.counters.frames, **metrics})
                 if self.tracker is not None:
                     self.tracker.log_metrics(metrics, step=self.counters.frames)

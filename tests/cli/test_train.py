@@ -21,6 +21,12 @@ from glamhpc.cli import app
             ["--set", "model.name=google/flan-t5-nope", "--set", "tracking.enabled=false"],
             "glamhpc models prefetch google/flan-t5-nope",
         ),
+        (["--set", "model.dtype=bf16"], "use model.dtype=fp32 with model.precision=bf16-mixed"),
+        (
+            ["--nproc", "2", "--set", "model.dtype=bf16"],
+            "use model.dtype=fp32 with model.precision=bf16-mixed",
+        ),
+        (["--set", "dist.mixed_precision=bf16"], "use model.precision=bf16-mixed"),
     ],
 )
 def test_bad_input(tmp_path, monkeypatch, args, fragment):

@@ -1,5 +1,5 @@
 """`glamhpc eval` through Typer's CliRunner: a finished tiny run evaluated end to end (table,
-files, MLflow metrics and artifacts), determinism, sharding, zero-shot, and bad input."""
+files, MLflow metrics and artifacts), determinism, split runs, zero-shot, and bad input."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_eval_run_end_to_end_table_files_and_mlflow(trained_run: TrainedRun) -> 
     )
 
 
-def test_checkpoint_eval_is_deterministic_and_shards_merge_exactly(
+def test_checkpoint_eval_is_deterministic_and_parts_merge_exactly(
     trained_run: TrainedRun, tmp_path: Path
 ) -> None:
     common = ["--level", "GoToRedBallNoDists", "--episodes", "4", "--num-envs", "2", "--no-track"]
@@ -83,7 +83,7 @@ def test_checkpoint_eval_is_deterministic_and_shards_merge_exactly(
     for name, source, extra in (
         ("a", run_dir, []),
         ("b", run_dir, []),
-        ("c", model_dir, ["--shards", "2"]),
+        ("c", model_dir, ["--parts", "2"]),
     ):
         code, _, err = _eval("--checkpoint", source, *common, *extra, "--out", str(tmp_path / name))
         assert code == 0, err
@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_exit_2(
         ([], "nothing to evaluate"),
         (["--baseline", "robot"], "unknown baseline 'robot'"),
         (["--baseline", "random", "--level", "GoToLocal", "--seed", "0"], "seed must be >= 1"),
-        (["--baseline", "random", "--level", "GoToLocal", "--shards", "3"], "--shards 3"),
+        (["--baseline", "random", "--level", "GoToLocal", "--parts", "3"], "--parts 3"),
         (["--model", "google/flan-t5-xl", "--level", "GoToLocal"], "is not available"),
         (["--baseline", "random", "--level", "GoToLocal", "--executor", "pbs"], "--executor"),
         (["--model", "tiny-t5", "--level", "GoToLocal", "--device", "gpu"], "--device 'gpu'"),

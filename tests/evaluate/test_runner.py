@@ -1,5 +1,5 @@
 """Evaluation on real environments: the bot and random baselines, the prompts each suite item
-shows the policy, action-space compatibility, sharded == unsharded, and item resolution."""
+shows the policy, action-space compatibility, split == unsplit, and item resolution."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ from glamhpc.evaluate.agents import (
     check_compatible,
 )
 from glamhpc.evaluate.runner import (
-    EvalPlan,
-    ShardTask,
+    EvalWork,
+    PartTask,
     evaluate,
     level_item,
     resolve_items,
-    run_shard,
+    run_part,
 )
 from glamhpc.launch import eval_array, registry
 from glamhpc.launch.eval_array import EvalArrayOptions
@@ -67,10 +67,10 @@ def _spec_prompt(name: str, prompt: str) -> str:
     return prompt
 
 
-def _plan(
+def _work(
     items: Sequence[str], episodes: int, num_envs: int, levels: Sequence[str] = ()
-) -> EvalPlan:
-    return EvalPlan(tuple(resolve_items(items, levels)), episodes, num_envs, seed=1)
+) -> EvalWork:
+    return EvalWork(tuple(resolve_items(items, levels)), episodes, num_envs, seed=1)
 
 
 @dataclass
@@ -104,7 +104,7 @@ class _RecordingAgent(LoadedAgent):
 def test_each_item_shows_the_policy_the_spec_prompt() -> None:
     names = [i.name for i in PAPER_SUITE if "Mixed" in i.level or i.name == "french"]
     agent = _RecordingAgent(AgentSpec(kind="glam", label="recorder"))
-    run_shard(ShardTask(agent.spec, _plan(names, episodes=2, num_envs=2)), agent)
+    run_part(PartTask(agent.spec, _work(names, episodes=2, num_envs=2)), agent)
     assert set(agent.recorders) == set(names)
     for name, rec in agent.recorders.items():
         assert rec.pairs, name
@@ -137,13 +137,13 @@ def test_each_item_shows_the_policy_the_spec_prompt() -> None:
 
 
 def test_bot_solves_goto_local_and_every_mixed_task_kind() -> None:
-    plan = EvalPlan(
+    work = EvalWork(
         tuple(resolve_items([], ["GoToLocal", "MixedTrainLocal", "MixedTestLocal"])),
         episodes=120,
         num_envs=10,
         seed=1,
     )
-    result = evaluate(baseline_spec("bot"), plan)
+    result = evaluate(baseline_spec("bot"), work)
     for row in result.rows():
         assert row.episodes == 120 and row.success_rate >= 0.95, row
     for item in ("MixedTrainLocal", "MixedTestLocal"):
@@ -155,7 +155,7 @@ def test_bot_solves_goto_local_and_every_mixed_task_kind() -> None:
 
 
 def test_random_agent_success_is_in_its_expected_range() -> None:
-    result = evaluate(baseline_spec("random"), _plan([], 200, 16, ["GoToRedBallNoDists"]))
+    result = evaluate(baseline_spec("random"), _work([], 200, 16, ["GoToRedBallNoDists"]))
     (row,) = result.rows()
     # Calibration (GLAM_ALGORITHM.md): ~0.25; the Wilson half-width at n=200 is ~0.06.
     assert 0.14 <= row.success_rate <= 0.38, row
@@ -163,14 +163,14 @@ def test_random_agent_success_is_in_its_expected_range() -> None:
     assert 0 < row.mean_return < row.success_rate  # a success earns 1 - 0.9 t/T < 1
 
 
-def test_sharded_evaluation_equals_the_unsharded_one() -> None:
-    plan = _plan(["other_nouns"], 9, 6, ["GoToLocalS8N4"])
+def test_split_evaluation_equals_the_unsplit_one() -> None:
+    work = _work(["other_nouns"], 9, 6, ["GoToLocalS8N4"])
     for spec in (baseline_spec("random"), baseline_spec("bot")):
-        whole = evaluate(spec, plan)
-        assert evaluate(spec, plan, shards=4).episodes == whole.episodes
-        assert evaluate(spec, plan).rows() == whole.rows()  # same seed, same table
+        whole = evaluate(spec, work)
+        assert evaluate(spec, work, parts=4).episodes == whole.episodes
+        assert evaluate(spec, work).rows() == whole.rows()  # same seed, same table
     # Another seed is another set of episodes (the bot is deterministic given the layout).
-    other = EvalPlan(plan.items, plan.episodes, plan.num_envs, seed=2)
+    other = EvalWork(work.items, work.episodes, work.num_envs, seed=2)
     assert evaluate(baseline_spec("bot"), other).episodes != whole.episodes
 
 
@@ -203,18 +203,18 @@ def test_slurm_executor_submits_a_registered_array_and_merges_it(
     monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
     array = _InlineArray()
     monkeypatch.setattr(eval_array, "make_executor", array)
-    plan = _plan([], 6, 4, ["GoToRedBallNoDists"])
+    work = _work([], 6, 4, ["GoToRedBallNoDists"])
     spec = baseline_spec("random")
     options = EvalArrayOptions(tmp_path / "slurm")
-    merged = evaluate(spec, plan, shards=2, executor="slurm", slurm=options)
-    assert merged.episodes == evaluate(spec, plan).episodes
+    merged = evaluate(spec, work, parts=2, executor="slurm", slurm=options)
+    assert merged.episodes == evaluate(spec, work).episodes
     assert "submitted 2 array tasks (job 7); waiting" in capsys.readouterr().out
     assert array.names == ["glamhpc-eval:random"]
     (record,) = registry.load()
     assert (record.job_id, record.kind, record.runs) == (
         "7",
         "eval",
-        ["random/shard0", "random/shard1"],
+        ["random/part0", "random/part1"],
     )
 
 
@@ -232,8 +232,8 @@ def test_checkpoint_action_space_must_match_the_item() -> None:
     check_compatible(synonyms, items["french"])
     with pytest.raises(EvalError, match="no French words"):
         check_compatible(synonyms, level_item("GoToFrench", "synonyms"))
-    with pytest.raises(EvalError, match="--shards 7"):
-        evaluate(baseline_spec("random"), _plan([], 4, 4, ["GoToLocal"]), shards=7)
+    with pytest.raises(EvalError, match="--parts 7"):
+        evaluate(baseline_spec("random"), _work([], 4, 4, ["GoToLocal"]), parts=7)
 
 
 def test_resolve_items() -> None:

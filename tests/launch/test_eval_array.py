@@ -81,7 +81,7 @@ def test_an_eval_array_is_recorded_listed_logged_and_cancelled(
         "random",
         "slurm",
     )
-    assert record.runs == ["random/shard0", "random/shard1"] and record.folder == str(folder)
+    assert record.runs == ["random/part0", "random/part1"] and record.folder == str(folder)
 
     # `glamhpc jobs`: Slurm's view (faked) joined with the record.
     sacct = (
@@ -94,22 +94,22 @@ def test_an_eval_array_is_recorded_listed_logged_and_cancelled(
     rows, notes = list_jobs()
     assert notes == []
     assert [(r.job_id, r.kind, r.name, r.run, r.state) for r in rows] == [
-        ("42_0", "eval", "random", "random/shard0", "COMPLETED"),
-        ("42_1", "eval", "random", "random/shard1", "RUNNING"),
+        ("42_0", "eval", "random", "random/part0", "COMPLETED"),
+        ("42_1", "eval", "random", "random/part1", "RUNNING"),
     ]
     assert list(iter_table(rows))[1] == (
         "42_1",
         "1",
-        "random/shard1",
+        "random/part1",
         "RUNNING",
         "00:00:12",
         "node2",
     )
 
-    # `glamhpc logs`: a shard by name or element id; the bare array id asks for a shard.
-    assert resolve_log_target("random/shard1") == LogTarget("42_1", folder, "slurm")
+    # `glamhpc logs`: a part by name or element id; the bare array id asks for a part.
+    assert resolve_log_target("random/part1") == LogTarget("42_1", folder, "slurm")
     assert resolve_log_target("42_0") == LogTarget("42_0", folder, "slurm")
-    with pytest.raises(LaunchError, match=r"evaluation array of random \(2 shards\): pick one"):
+    with pytest.raises(LaunchError, match=r"evaluation array of random \(2 parts\): pick one"):
         resolve_log_target("42")
 
     # `glamhpc cancel`: by the agent's label or by job id.

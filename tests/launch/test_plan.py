@@ -24,13 +24,39 @@ def _cfg(size: str, *extra: str):
 
 
 def test_xl_ddp_fp32_needs_16_bytes_per_param_and_is_refused_with_the_fix():
+    # The shipped config is bf16-mixed now: ask for fp32 to keep this the fp32 case.
     capacity = check_capacity(
-        _cfg("xl", "dist.strategy=ddp", "model.dtype=fp32"), 1, 1, gpu_mem_gb=40
+        _cfg("xl", "dist.strategy=ddp", "model.dtype=fp32", "model.precision=fp32"),
+        1,
+        1,
+        gpu_mem_gb=40,
     )
     static = capacity.memory.weights_gb + capacity.memory.grads_gb + capacity.memory.optimizer_gb
     assert static == pytest.approx(2849.8e6 * 16 / 1e9, rel=1e-3)  # ~46 GB
     assert not capacity.feasible
     assert "dist.strategy=fsdp" in capacity.problems[0] and "model.lora" in capacity.problems[0]
+
+
+def test_bf16_mixed_keeps_fp32_master_weights_grads_and_adam():
+    params = SIZES["large"] * 1e6
+    fp32 = check_capacity(_cfg("large", "model.precision=fp32"), 1, 1).memory
+    mixed = check_capacity(_cfg("large", "model.precision=bf16-mixed"), 1, 1).memory
+    assert fp32.grads_gb == mixed.grads_gb == pytest.approx(params * 4 / 1e9, rel=1e-3)
+    assert fp32.optimizer_gb == mixed.optimizer_gb == pytest.approx(params * 8 / 1e9, rel=1e-3)
+    # DDP: fp32 weights plus the bf16 copies autocast makes and autograd keeps for backward.
+    assert fp32.weights_gb == pytest.approx(params * 4 / 1e9, rel=1e-3)
+    assert mixed.weights_gb == pytest.approx(params * 6 / 1e9, rel=1e-3)
+    assert mixed.activations_gb == pytest.approx(fp32.activations_gb / 2)
+
+
+def test_fsdp_bf16_mixed_shards_fp32_and_gathers_bf16_blocks():
+    params, shape = model_shape("google/flan-t5-xl")
+    fp32 = check_capacity(_cfg("xl", "model.precision=fp32"), 1, 4).memory
+    mixed = check_capacity(_cfg("xl"), 1, 4).memory  # the shipped config: bf16-mixed
+    two_blocks = params / shape.layers * 2
+    assert mixed.weights_gb == pytest.approx((params * 4 / 4 + two_blocks * 2) / 1e9)
+    assert fp32.weights_gb == pytest.approx((params * 4 / 4 + two_blocks * 4) / 1e9)
+    assert mixed.optimizer_gb == fp32.optimizer_gb
 
 
 def test_fsdp_shards_state_over_ranks():
@@ -46,7 +72,7 @@ def test_lora_trains_a_small_fraction():
     assert capacity.feasible
 
 
-def test_env_shards_must_divide():
+def test_env_slices_must_divide():
     capacity = check_capacity(_cfg("small", "env.num_envs=30"), 1, 4)
     assert any("does not divide" in p for p in capacity.problems)
     ok = check_capacity(_cfg("small"), 2, 4)
@@ -81,3 +107,19 @@ def test_cli_refuses_infeasible():
     )
     assert result.exit_code == 2
     assert "needs ~" in result.output
+
+
+def test_cli_refuses_training_bf16_weights_with_the_fix():
+    result = CliRunner().invoke(
+        app, ["plan", "configs/glam-flan-t5-xl.yaml", "--set", "model.dtype=bf16"]
+    )
+    assert result.exit_code == 2
+    assert "use model.dtype=fp32 with model.precision=bf16-mixed" in result.output
+
+
+def test_update_health_snapshot_is_one_fp32_copy_of_the_trainable_parameters():
+    one = check_capacity(_cfg("large"), 1, 1).memory
+    assert one.health_gb == pytest.approx(one.trainable * 4 / 1e9)
+    assert one.total_gb == pytest.approx(one.static_gb + one.activations_gb)
+    sharded = check_capacity(_cfg("xl"), 1, 4).memory
+    assert sharded.health_gb == pytest.approx(sharded.trainable * 4 / 4 / 1e9)

@@ -73,6 +73,7 @@ def test_resolve_defaults_and_rank_count() -> None:
         (["launch.nodes=2"], "needs Slurm"),
         (["launch.executor=slurm", "launch.gpus_per_node=2", "model.device=cpu"], "model.device"),
         (["launch.executor=slurm", "launch.nodes=3", "env.num_envs=4"], "split evenly"),
+        (["model.dtype=bf16"], "use model.dtype=fp32 with model.precision=bf16-mixed"),
     ],
 )
 def test_resolve_rejects_impossible_combinations(overrides: list[str], message: str) -> None:

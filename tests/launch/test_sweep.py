@@ -87,6 +87,7 @@ def test_bad_sweep_files_say_what_is_wrong(tmp_path: Path, text: str, message: s
         ("name: s\ngrid: {tracking.experiment: [a, b]}\n", "experiment"),
         ("name: s\ngrid: {ppo.lr: [-1.0]}\n", r"element 0 \(ppo.lr=-1.0\)"),
         ("name: s\ngrid: {ppo.bogus: [1]}\n", "unknown key"),
+        ("name: s\ngrid: {model.dtype: [fp32, bf16]}\n", r"element 1: model.dtype=bf16"),
     ],
 )
 def test_every_element_is_validated_before_submission(

@@ -147,3 +147,72 @@ def test_empty_local_minibatch_still_steps():
     ppo_update(policy, list(policy.parameters()), opt, batch, schedule, PPOConfig())
     for b, p in zip(before, policy.parameters(), strict=True):
         assert torch.equal(b, p)  # zero weight: participates, changes nothing
+
+
+def _nan_after(policy: torch.nn.Module, calls: int):
+    """The toy policy, whose log-probs turn NaN from its ``calls``-th call on."""
+    seen = []
+
+    def score(prompts):
+        seen.append(1)
+        logprobs, values = policy(prompts)
+        return (logprobs * math.nan if len(seen) >= calls else logprobs), values
+
+    return score
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step():
+    from glamhpc.rl.ppo import NonFiniteError
+
+    policy = _ToyPolicy()
+    opt = torch.optim.Adam(policy.parameters(), lr=0.05)
+    n = 8
+    batch = RolloutBatch(
+        ["p"] * n,
+        torch.zeros(n, dtype=torch.long),
+        torch.full((n,), math.log(1 / 3)),
+        torch.zeros(n),
+        torch.ones(n),
+        torch.ones(n),
+    )
+    schedule = minibatch_schedule(1, n, 0, n, 4, 1, 0, 0)  # two minibatches
+    after_first = {}
+
+    def snapshot_after_first_step(optimizer, args, kwargs):
+        after_first.update({k: v.detach().clone() for k, v in policy.named_parameters()})
+
+    opt.register_step_post_hook(snapshot_after_first_step)
+    params = list(policy.parameters())
+    with pytest.raises(NonFiniteError, match=r"non-finite loss and gradient norm .*minibatch 2"):
+        ppo_update(_nan_after(policy, 2), params, opt, batch, schedule, PPOConfig())
+    assert after_first, "the first (finite) minibatch was applied"
+    for name, p in policy.named_parameters():
+        assert torch.equal(p, after_first[name]), name  # the NaN gradients were not
+
+
+def test_every_rank_stops_when_one_rank_saw_a_non_finite_loss():
+    from glamhpc.rl.ppo import NonFiniteError
+
+    policy = _ToyPolicy()
+    opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+    batch = RolloutBatch(
+        ["p"], torch.tensor([0]), torch.zeros(1), torch.zeros(1), torch.ones(1), torch.ones(1)
+    )
+    schedule = minibatch_schedule(1, 1, 0, 1, 1, 1, 0, 0)
+    before = [p.detach().clone() for p in policy.parameters()]
+
+    def other_rank_bad(t: torch.Tensor) -> torch.Tensor:
+        # This rank is finite; the flags summed over ranks say another rank's loss was not.
+        return t + torch.tensor([1.0, 0.0], dtype=t.dtype) if t.numel() == 2 else t
+
+    with pytest.raises(NonFiniteError, match="non-finite loss"):
+        ppo_update(
+            policy,
+            list(policy.parameters()),
+            opt,
+            batch,
+            schedule,
+            PPOConfig(normalize_advantages=False),
+            all_reduce_sum=other_rank_bad,
+        )
+    assert all(torch.equal(b, p) for b, p in zip(before, policy.parameters(), strict=True))

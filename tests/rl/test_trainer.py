@@ -8,6 +8,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -84,8 +85,16 @@ def test_short_run_produces_a_complete_run_dir_and_mlflow_run(tmp_path):
         "env_steps_per_s",
         "tokens_per_s",
         "model_tflops_per_s",
+        "health/encoder/rel_update",
+        "health/decoder/changed_frac",
+        "health/embeddings/rel_update",
+        "health/value_head/changed_frac",
+        "health/llm/rel_update",
     ):
         assert key in history[-1], key
+    # fp32 Adam moves the LLM: most of its weights change, by a small relative amount.
+    assert history[-1]["health/llm/changed_frac"] > 0.5
+    assert 0 < history[-1]["health/llm/rel_update"] < 0.5
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -94,6 +103,9 @@ def test_short_run_produces_a_complete_run_dir_and_mlflow_run(tmp_path):
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run_id, "policy_loss")]
     assert steps == [24, 48]
+    health = client.get_metric_history(run_id, "health/llm/rel_update")
+    assert [m.step for m in health] == [24, 48]
+    assert "health.warning" not in run.data.tags
     assert run.data.tags["checkpoint.latest"].endswith("u0000002")
     assert run.data.tags["model"] == "tiny-t5" and run.data.params["ppo.epochs"] == "2"
     artifacts = {a.path for a in client.list_artifacts(run_id)}
@@ -184,7 +196,7 @@ def test_sigusr2_saves_and_the_requeue_completes_identically(tmp_path):
     "option",
     [
         "dist.activation_checkpointing=true",
-        "model.dtype=bf16",
+        "model.precision=bf16-mixed",
         "model.lora.enabled=true",
         "policy.scoring=paper",
         "env.level=BabyAI-MixedTrainLocal-v0",
@@ -196,3 +208,105 @@ def test_training_options_run_end_to_end(tmp_path, option):
     assert (run_dir / "DONE").is_file()
     last = _history(run_dir)[-1]
     assert all(np.isfinite(last[k]) for k in ("policy_loss", "value_loss", "entropy"))
+
+
+def _cli_train(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from glamhpc.cli import app
+
+    args = ["train", "--run-name", "bad"]
+    for item in [
+        *TINY,
+        f"train.run_root={tmp_path / 'runs'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        *extra,
+    ]:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, SystemExit | None), result.exception
+    return result.exit_code, result.output
+
+
+def test_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from glamhpc.rl import ppo
+
+    real, calls = ppo.ppo_losses, []
+
+    def nan_from_update_2(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls.append(1)
+        # 24 transitions / 8 = 3 minibatches x 2 epochs per update: the 7th call is update 2's.
+        if len(calls) >= 7:
+            terms["loss"] = terms["loss"] * math.nan
+        return terms
+
+    monkeypatch.setattr(ppo, "ppo_losses", nan_from_update_2)
+    # Between the updates, record the good checkpoint's bytes as saved.
+    from glamhpc.rl.trainer import Trainer
+
+    saved: dict[str, bytes] = {}
+    real_save = Trainer.save
+
+    def save_and_record(self, env_state):
+        path = real_save(self, env_state)
+        saved.update(
+            {str(p.relative_to(path)): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+        )
+        return path
+
+    monkeypatch.setattr(Trainer, "save", save_and_record)
+    code, output = _cli_train(tmp_path, "train.max_updates=3")
+    assert code == 1
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "update 2 stopped: non-finite loss" in errors[0]
+    assert "checkpoints/u0000001" in output and "Traceback" not in output
+    run_dir = tmp_path / "runs" / "quickstart" / "bad"
+    assert not (run_dir / "DONE").exists() and not (run_dir / "model").exists()
+    checkpoints = run_dir / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "u0000001"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "u0000001"]
+    folder = checkpoints / "u0000001"
+    now = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert now == saved  # not overwritten
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FAILED"
+    assert "non-finite loss" in run.data.tags["health.error"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_loss")] == [24]
+
+
+def test_an_infinite_learning_rate_fails_the_run(tmp_path):
+    code, output = _cli_train(
+        tmp_path, "ppo.lr=.inf", "train.max_updates=3", "tracking.enabled=false"
+    )
+    assert code == 1
+    assert "error: update 1 stopped: non-finite" in output
+    run_dir = tmp_path / "runs" / "quickstart" / "bad"
+    assert not (run_dir / "DONE").exists() and not (run_dir / "model").exists()
+    assert not (run_dir / "checkpoints" / "latest").exists()
+
+
+def test_a_frozen_llm_is_reported_on_the_console_and_in_mlflow(tmp_path, monkeypatch, capsys):
+    from glamhpc.rl import trainer
+
+    real_build = trainer.build_parts
+
+    def frozen_llm(*args, **kwargs):
+        parts = real_build(*args, **kwargs)
+        parts.policy.model.requires_grad_(False)  # the LLM cannot change; the value head can
+        return parts
+
+    monkeypatch.setattr(trainer, "build_parts", frozen_llm)
+    run_dir = train(_cfg(tmp_path, "train.max_updates=2", "ppo.epochs=1"), "frozen")
+    err = capsys.readouterr().err
+    assert err.count("WARNING (update 1): the LLM has no trainable parameters") == 1  # once
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert "frozen" in run.data.tags["health.warning"]
+    assert run.info.status == "FINISHED"  # a warning, not a failure
+    assert "health/value_head/rel_update" in _history(run_dir)[-1]

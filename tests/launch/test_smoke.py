@@ -1,0 +1,75 @@
+"""`glamhpc train CONFIG --smoke` on every shipped config: a config that fails it does not ship.
+
+Each runs in a fresh interpreter, exactly as a user runs it (the shrunk stand-in is read offline
+from its own hub cache), with 2 gloo ranks where the config distributes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glamhpc.launch.smoke import MIN_CHANGE_FRAC, SmokeVerdict
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+RESULT = re.compile(
+    r"^RESULT smoke llm_param_change_frac=(?P<llm>[0-9.]+) value_head_change_frac=(?P<head>[0-9.]+)"
+    r" finite=(?P<finite>[01]) resume_exact=(?P<exact>[01])$"
+)
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def _smoke(tmp_path: Path, config: Path, *overrides: str) -> tuple[int, dict[str, str], str]:
+    cmd = [sys.executable, "-m", "glamhpc", "train", str(config), "--smoke"]
+    for item in overrides:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    out = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=380, check=False
+    )
+    lines = out.stdout.strip().splitlines()
+    match = RESULT.match(lines[-1]) if lines else None
+    return out.returncode, (match.groupdict() if match else {}), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_config_passes_smoke(tmp_path: Path, config: Path) -> None:
+    code, result, output = _smoke(tmp_path, config)
+    assert result, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert float(result["llm"]) >= MIN_CHANGE_FRAC and float(result["head"]) >= MIN_CHANGE_FRAC
+    assert result["finite"] == "1" and result["exact"] == "1"
+    assert not list(tmp_path.iterdir())  # the smoke folder is removed again
+
+
+def test_a_frozen_model_fails_the_smoke(tmp_path: Path) -> None:
+    """An lr so small that every Adam step rounds away: losses look fine, nothing moves."""
+    code, result, output = _smoke(tmp_path, REPO / "configs" / "quickstart.yaml", "ppo.lr=1e-30")
+    assert code == 1, output[-3000:]
+    assert float(result["llm"]) < 0.01 and float(result["head"]) < 0.01
+    assert result["finite"] == "1" and result["exact"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("llm", "head", "finite", "exact", "ok"),
+    [
+        (1.0, 1.0, True, True, True),
+        (0.9, 0.95, True, True, True),
+        (0.89, 1.0, True, True, False),
+        (1.0, 0.5, True, True, False),
+        (1.0, 1.0, False, True, False),
+        (1.0, 1.0, True, False, False),
+    ],
+)
+def test_verdict(llm: float, head: float, finite: bool, exact: bool, ok: bool) -> None:
+    verdict = SmokeVerdict("c", 1, llm, head, finite, exact)
+    assert verdict.ok is ok
+    assert RESULT.match(verdict.result_line())
+    assert [row[2] for row in verdict.rows()].count("FAIL") == (0 if ok else 1)
