@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from glamhpc.cli import app
 from glamhpc.cli.common import fail, load_or_exit
+
+if TYPE_CHECKING:
+    from glamhpc.config import Config
 
 _EXECUTOR_HELP = "local (real processes on this machine, the default) or slurm (sbatch)."
 
@@ -94,6 +97,11 @@ def submit(
         "--dry-run",
         help="Print the plan (ranks, per-rank memory, resources, batch script); submit nothing.",
     ),
+    smoke: bool = typer.Option(
+        False,
+        "--smoke",
+        help="Run `train --smoke` as a short one-node job there and wait for its verdict.",
+    ),
 ) -> None:
     """Submit one training run (torchrun on every node, requeued on preemption/time limit)."""
     from glamhpc.launch import apply_cli_options, format_plan, plan_run, submit_run
@@ -115,6 +123,8 @@ def submit(
     )
     try:
         cfg = apply_cli_options(cfg, **options)
+        if smoke:
+            raise typer.Exit(_submit_smoke(cfg))
         plan = plan_run(cfg, run_name)
         if dry_run:
             typer.echo(format_plan(plan, memory=True))
@@ -126,6 +136,21 @@ def submit(
     typer.echo(f"  run dir  {plan.run_dir}")
     typer.echo(f"  logs     glamhpc logs {submitted.job_id} --follow")
     typer.echo(f"  cancel   glamhpc cancel {submitted.job_id}")
+
+
+def _submit_smoke(cfg: Config) -> int:
+    """Submit the smoke job, wait for it, print its verdict line; its exit code."""
+    from glamhpc.launch.smoke_job import submit_smoke
+
+    submitted = submit_smoke(cfg)
+    typer.echo(f"submitted smoke job {submitted.job_id}; waiting for its verdict")
+    typer.echo(f"  log      glamhpc logs {submitted.job_id} --follow")
+    try:
+        outcome = submitted.outcome()
+    except Exception as exc:  # submitit's FailedJobError: the job itself died
+        fail(f"the smoke job failed ({type(exc).__name__}); read `glamhpc logs {submitted.job_id}`")
+    typer.echo(outcome.result)
+    return outcome.returncode
 
 
 @app.command()

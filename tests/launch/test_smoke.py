@@ -73,3 +73,32 @@ def test_verdict(llm: float, head: float, finite: bool, exact: bool, ok: bool) -
     assert verdict.ok is ok
     assert RESULT.match(verdict.result_line())
     assert [row[2] for row in verdict.rows()].count("FAIL") == (0 if ok else 1)
+
+
+def test_submit_smoke_runs_the_check_as_a_job_and_returns_its_verdict(tmp_path: Path) -> None:
+    """`submit --smoke` (local executor here; Slurm the same way): one job runs `train --smoke`
+    there, the submitter waits and prints the verdict, and `glamhpc jobs` lists the job."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLAMHPC_STATE_DIR": str(tmp_path / "state")}
+    cmd = [sys.executable, "-m", "glamhpc", "submit", str(REPO / "configs" / "quickstart.yaml")]
+    out = subprocess.run(
+        [*cmd, "--smoke", "--executor", "local"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=380,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    match = RESULT.match(out.stdout.strip().splitlines()[-1])
+    assert match and match["exact"] == "1", out.stdout
+    jobs = subprocess.run(
+        [sys.executable, "-m", "glamhpc", "jobs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "smoke-" in jobs.stdout, jobs.stdout + jobs.stderr
