@@ -42,6 +42,7 @@ def plan(
         ("gradients", m.grads_gb),
         ("optimizer (Adam)", m.optimizer_gb),
         ("update-health snapshot", m.health_gb),
+        ("working buffers", m.buffers_gb),
         ("activations (estimate)", m.activations_gb),
         ("total", m.total_gb),
     ):

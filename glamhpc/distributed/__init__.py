@@ -6,6 +6,7 @@ The model, scoring, PPO and evaluation code never import torch.distributed: coll
 """
 
 from glamhpc.distributed.context import DistContext, init_distributed, pick_device, shutdown
+from glamhpc.distributed.memory import HeldMemory, held_memory
 from glamhpc.distributed.parallel import unwrap, wrap_policy
 from glamhpc.distributed.state import (
     full_state_dict,
@@ -18,7 +19,9 @@ from glamhpc.distributed.state import (
 
 __all__ = [
     "DistContext",
+    "HeldMemory",
     "full_state_dict",
+    "held_memory",
     "init_distributed",
     "is_sharded",
     "load_model_state",

@@ -7,18 +7,26 @@ estimate and the batch script; `glamhpc plan` prints the rank layout and memory 
 combinations that cannot fit. The memory estimate reads the model's shape from
 `glamhpc.policy.shapes` (published FLAN-T5 shapes, cached config.json files): no torch either.
 
-Memory model (bytes per parameter P, world size W, Adam), as `model.precision` runs:
+Memory model (bytes per parameter P, world size W, Adam), as `model.precision` runs. P counts
+the LLM and the value head (an fp32 MLP of `model.value_hidden` width, trained in every mode).
+Held for the whole run (`static_gb`; checked against what the trainer holds after an update,
+the `memory/*_gb` metrics, by `glamhpc train --smoke`):
 - trained weights are always fp32 (the optimizer's master copy), whatever the precision:
-  fp32 weights 4P, fp32 grads 4P, Adam moments 8P: 16 bytes/param (XL: ~46 GB);
-- DDP replicates all of it; FSDP2 shards weights, grads and optimizer state over W and gathers
-  one T5 block at a time (two with prefetch), in bf16 under bf16-mixed, else fp32;
-- bf16-mixed under DDP (or one rank): autocast casts each weight to bf16 once per forward and
-  autograd keeps those copies for backward: +2P while a minibatch is in flight (FSDP2 gathers
-  bf16 blocks instead, so autocast has nothing to cast there);
-- LoRA trains adapters only: the frozen base in model.dtype (bf16 allowed: no optimizer
-  updates it), fp32 adapters with their grads and Adam state;
-- bf16 otherwise only in activations: Korthikanti et al.'s ~34 bytes x d_model per token and
-  layer at 16-bit (x2 in fp32), or only each layer's input with activation checkpointing.
+  fp32 weights 4P, fp32 grads 4P, Adam moments 8P, and the update-health snapshot (a copy of
+  the trainable weights, rl.health) 4P: 20 bytes/param (XL: ~57 GB);
+- DDP replicates all of it; FSDP2 shards all of it: per rank, the total / W;
+- LoRA trains adapters (and the value head) only: the frozen base in model.dtype (bf16 allowed:
+  no optimizer updates it), fp32 adapters with their grads, Adam state and snapshot.
+Working buffers (`buffers_gb`), real on a GPU but not held between updates or not in those
+tensors:
+- bf16-mixed under DDP (or one rank): autocast casts each LLM weight to bf16 once per forward
+  and autograd keeps those copies for backward: +2P while a minibatch is in flight, freed when
+  it ends (FSDP2 gathers bf16 blocks instead, so autocast has nothing to cast there);
+- FSDP2 gathers one T5 block at a time (two with prefetch), in bf16 under bf16-mixed, else
+  fp32, and frees it after use;
+- DDP over several ranks keeps its gradient buckets (fp32, the trainable size) for the run.
+Activations: bf16 only there (Korthikanti et al.'s ~34 bytes x d_model per token and layer at
+16-bit, x2 in fp32), or only each layer's input with activation checkpointing.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from glamhpc.launch.executors import LaunchError, render_sbatch
 from glamhpc.launch.resources import Resources, job_name, resolve
 from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
 from glamhpc.policy.hubcache import TINY_T5, inspect_cached_model, tiny_t5_builds
-from glamhpc.policy.shapes import FLAN_T5_SHAPES, T5Shape, flan_t5_shape, param_count, tiny_t5_shape
+from glamhpc.policy.shapes import T5Shape, flan_t5_shape, param_count, tiny_t5_shape
 from glamhpc.rundir import CONFIG_FILE, DONE_MARKER, RunDir, check_run_name, default_run_name
 from glamhpc.tracking import tracking_uri
 
@@ -69,15 +77,17 @@ class MemoryEstimate:
     activations_gb: float
     health_gb: float = 0.0
     """The update-health snapshot: a copy of the rank's trainable parameters (rl.health)."""
+    buffers_gb: float = 0.0
+    """Working buffers: autocast's bf16 weight copies, FSDP2's gathered blocks, DDP's buckets."""
 
     @property
     def static_gb(self) -> float:
-        """Everything held for the whole update, activations aside."""
+        """What the rank holds between updates: weights, gradients, optimizer, snapshot."""
         return self.weights_gb + self.grads_gb + self.optimizer_gb + self.health_gb
 
     @property
     def total_gb(self) -> float:
-        return self.static_gb + self.activations_gb
+        return self.static_gb + self.buffers_gb + self.activations_gb
 
 
 @dataclass(frozen=True)
@@ -108,9 +118,9 @@ def rank_layout(num_envs: int, nodes: int, per_node: int) -> list[RankSlot]:
 
 
 def model_shape(name: str, cache_dir: str | None = None) -> tuple[int, T5Shape]:
-    """(parameter count, shape) of ``model.name``, torch-free: FLAN-T5 sizes from their published
-    shapes, tiny-t5 from its cached build (or its vocabulary bound), other hub models from the
-    config.json in the local cache. ValueError for a model whose shape is unknown here."""
+    """(parameter count, shape) of ``model.name``, torch-free: tiny-t5 from its cached build (or
+    its vocabulary bound), hub models from the config.json in the local cache, else FLAN-T5 sizes
+    from their published shapes. ValueError for a model whose shape is unknown here."""
     shape = _shape(name, cache_dir)
     return param_count(shape), shape
 
@@ -122,8 +132,8 @@ def _shape(name: str, cache_dir: str | None) -> T5Shape:
         )
         # Before its first build, the tokenizer's vocabulary bound gives an upper estimate.
         return T5Shape.from_json(builds[-1] / "config.json") if builds else tiny_t5_shape(2048)
-    if name in FLAN_T5_SHAPES or f"google/{name}" in FLAN_T5_SHAPES:
-        return flan_t5_shape(name)
+    # The cached config.json first: it is what the loader builds (a FLAN-T5 download matches
+    # the published shape; `--smoke`'s shrunk stand-in, cached under the same id, does not).
     snapshot = inspect_cached_model(name, cache_dir).snapshot
     if snapshot is not None and (snapshot / "config.json").is_file():
         return T5Shape.from_json(snapshot / "config.json")
@@ -143,30 +153,39 @@ def lora_params(config: T5Shape, r: int, targets: list[str]) -> int:
     return layers * per_layer + config.dec_layers * attn
 
 
+def value_head_params(d_model: int, hidden: int) -> int:
+    """Parameters of GlamPolicy's value MLP: d_model -> hidden -> hidden -> 1, with biases."""
+    return d_model * hidden + hidden + hidden * hidden + hidden + hidden + 1
+
+
 def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) -> MemoryEstimate:
-    """Per-rank memory of the update phase of ``cfg`` (the module docstring's model)."""
+    """Per-rank memory of the update phase of ``cfg`` (the module docstring's model).
+
+    ``params`` counts the LLM; the value head is added here (``MemoryEstimate.params`` stays the
+    LLM's count, ``trainable`` includes the head).
+    """
     mixed = cfg.model.precision == "bf16-mixed"
     # 16-bit compute: bf16-mixed, or LoRA on a bf16 base (bf16 weights are refused otherwise).
     bf16 = mixed or cfg.model.dtype == "bf16"
     fsdp = cfg.dist.strategy == "fsdp"
     shard = world_size if fsdp else 1
     d = config.d_model
+    head = value_head_params(d, cfg.model.value_hidden)
     if cfg.model.lora.enabled:
-        trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules)
+        trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules) + head
         base_bytes = 2 if cfg.model.dtype == "bf16" else 4
-        weights = params * base_bytes / shard + trainable * 4
-        grads: float = trainable * 4
-        optim: float = trainable * 8
+        weights = params * base_bytes / shard + trainable * 4 / shard
     else:
-        trainable = params
-        weights = params * 4 / shard  # fp32 master weights, whatever the precision
-        if fsdp:
-            # One gathered block at a time (+ the next, prefetched) in FSDP's param_dtype.
-            weights += params / config.layers * (2 if mixed else 4) * 2
-        grads = params * 4 / shard
-        optim = params * 8 / shard
+        trainable = params + head
+        weights = trainable * 4 / shard  # fp32 master weights, whatever the precision
+    buffers = 0.0
+    if fsdp:
+        # One gathered block at a time (+ the next, prefetched) in FSDP's param_dtype.
+        buffers += params / config.layers * (2 if mixed else 4) * 2
+    elif world_size > 1:
+        buffers += trainable * 4  # DDP's gradient buckets
     if mixed and not fsdp and cfg.model.dtype == "fp32":
-        weights += params * 2  # autocast's bf16 weight copies, kept by autograd for backward
+        buffers += params * 2  # autocast's bf16 weight copies, kept by autograd for backward
     mb_local = max(cfg.ppo.minibatch_size // world_size, 1)
     k = 6
     token_layers = (
@@ -178,11 +197,12 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
         params=params,
         trainable=trainable,
         weights_gb=weights / GB,
-        grads_gb=grads / GB,
-        optimizer_gb=optim / GB,
+        grads_gb=trainable * 4 / shard / GB,
+        optimizer_gb=trainable * 8 / shard / GB,
         activations_gb=act / GB,
         # rl.health copies the trainable (fp32) parameters before each update to diff against.
         health_gb=trainable * 4 / shard / GB,
+        buffers_gb=buffers / GB,
     )
 
 
@@ -220,7 +240,7 @@ def check_capacity(
         problems.append(
             f"{cfg.model.name} with {cfg.dist.strategy} in {cfg.model.precision} "
             f"needs ~{memory.total_gb:.0f} GB "
-            f"per GPU (~{static:.0f} GB for weights+grads+optimizer) but a GPU has "
+            f"per GPU (~{static:.0f} GB for weights+grads+optimizer+snapshot) but a GPU has "
             f"{gpu_mem_gb:.0f} GB: {fix}"
         )
     return Capacity(world, ranks, memory, gpu_mem_gb, problems)
@@ -367,7 +387,8 @@ def _memory_lines(plan: RunPlan) -> list[str]:
         f"{m.trainable / 1e6:.1f} M trainable",
         f"memory/rank  ~{m.total_gb:.2f} GB: weights {m.weights_gb:.2f} + gradients "
         f"{m.grads_gb:.2f} + optimizer {m.optimizer_gb:.2f} + health snapshot "
-        f"{m.health_gb:.2f} + activations (estimate) {m.activations_gb:.2f}",
+        f"{m.health_gb:.2f} + working buffers {m.buffers_gb:.2f} + activations (estimate) "
+        f"{m.activations_gb:.2f}",
     ]
 
 

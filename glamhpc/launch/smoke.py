@@ -13,6 +13,10 @@ Then the run is resumed from its first update into a second run directory, and:
   wrong requires_grad) shows up here, where losses would look healthy.
 - ``finite``: every weight and every logged loss is finite.
 - ``resume_exact``: the resumed second update equals the uninterrupted one bit for bit.
+- ``memory_ratio``: the launch plan's per-rank estimate (`launch.plan.estimate_memory`, for this
+  shrunk config and world size) of weights + gradients + optimizer + update-health snapshot,
+  over what the trained run's last update really held (its ``memory/*_gb`` metrics). Within
+  ``MEMORY_TOLERANCE`` of 1 passes: `glamhpc plan`'s numbers describe the code that runs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from glamhpc.rundir import RunDir
 
 #: Both change fractions must reach this, as must finite and resume_exact, for a pass.
 MIN_CHANGE_FRAC = 0.9
+#: |memory_ratio - 1| at most this passes.
+MEMORY_TOLERANCE = 0.10
+#: The held parts the plan's static estimate models, as the trainer logs them.
+HELD_METRICS = ("memory/weights_gb", "memory/grads_gb", "memory/optimizer_gb", "memory/health_gb")
 _ENVS_PER_RANK = 2
 _STEPS = 4
 
@@ -48,6 +56,13 @@ class SmokeVerdict:
     value_change_frac: float
     finite: bool
     resume_exact: bool
+    memory_ratio: float
+    """Planned / held bytes (weights, grads, optimizer, snapshot); NaN when nothing was held."""
+
+    @property
+    def memory_ok(self) -> bool:
+        # NaN compares False: a run that logged no memory fails.
+        return abs(self.memory_ratio - 1.0) <= MEMORY_TOLERANCE
 
     @property
     def ok(self) -> bool:
@@ -56,13 +71,15 @@ class SmokeVerdict:
             and self.value_change_frac >= MIN_CHANGE_FRAC
             and self.finite
             and self.resume_exact
+            and self.memory_ok
         )
 
     def result_line(self) -> str:
         return (
             f"RESULT smoke llm_param_change_frac={self.llm_change_frac:.4f} "
             f"value_head_change_frac={self.value_change_frac:.4f} "
-            f"finite={int(self.finite)} resume_exact={int(self.resume_exact)}"
+            f"finite={int(self.finite)} resume_exact={int(self.resume_exact)} "
+            f"memory_ratio={self.memory_ratio:.4f}"
         )
 
     def rows(self) -> list[tuple[str, str, str]]:
@@ -76,6 +93,7 @@ class SmokeVerdict:
             ("value-head elements changed", f"{head:.4f}", mark(head >= MIN_CHANGE_FRAC)),
             ("weights and losses finite", str(self.finite).lower(), mark(self.finite)),
             ("resume bit-exact", str(self.resume_exact).lower(), mark(self.resume_exact)),
+            ("memory plan vs held", f"{self.memory_ratio:.3f}", mark(self.memory_ok)),
         ]
 
 
@@ -161,7 +179,8 @@ def run_smoke(cfg: Config, config_label: str, workdir: Path | None = None) -> Sm
             resumed = RunDir.of(small, "resumed")
             _clone_until(trained, resumed, 1)
             _train(small, "resumed", world)
-            return _verdict(config_label, world, trained, resumed)
+            planned = _planned_static_bytes(small, world)
+            return _verdict(config_label, world, trained, resumed, planned)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -176,7 +195,29 @@ def _stand_in(cfg: Config, cache_dir: Path) -> Path | None:
     return cache_dir
 
 
-def _verdict(label: str, world: int, trained: RunDir, resumed: RunDir) -> SmokeVerdict:
+def _planned_static_bytes(cfg: Config, world: int) -> float:
+    """The plan's per-rank weights + grads + optimizer + snapshot for the shrunk ``cfg``, from
+    the stand-in's cached shape (read while its hub cache still exists)."""
+    from glamhpc.launch.plan import GB, estimate_memory, model_shape
+
+    params, shape = model_shape(cfg.model.name, cfg.model.cache_dir)
+    return estimate_memory(cfg, params, shape, world).static_gb * GB
+
+
+def memory_ratio(planned_bytes: float, history: list[dict[str, float]]) -> float:
+    """Planned over held bytes, held from the last logged update (NaN when none was logged)."""
+    from glamhpc.launch.plan import GB
+
+    last = history[-1] if history else {}
+    if not all(key in last for key in HELD_METRICS):
+        return math.nan
+    held = sum(last[key] for key in HELD_METRICS) * GB
+    return planned_bytes / held if held > 0 else math.nan
+
+
+def _verdict(
+    label: str, world: int, trained: RunDir, resumed: RunDir, planned_bytes: float
+) -> SmokeVerdict:
     import torch
 
     from glamhpc.distributed import read_checkpoint_tensors
@@ -211,6 +252,7 @@ def _verdict(label: str, world: int, trained: RunDir, resumed: RunDir) -> SmokeV
         value_change_frac=counts["value_head."][0] / max(counts["value_head."][1], 1),
         finite=finite,
         resume_exact=exact,
+        memory_ratio=memory_ratio(planned_bytes, history),
     )
 
 
@@ -229,4 +271,12 @@ def _equal(a: Mapping[str, object], b: Mapping[str, object]) -> bool:
     return True
 
 
-__all__ = ["MIN_CHANGE_FRAC", "SmokeError", "SmokeVerdict", "run_smoke", "smoke_config"]
+__all__ = [
+    "MEMORY_TOLERANCE",
+    "MIN_CHANGE_FRAC",
+    "SmokeError",
+    "SmokeVerdict",
+    "memory_ratio",
+    "run_smoke",
+    "smoke_config",
+]

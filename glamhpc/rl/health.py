@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -133,6 +134,11 @@ class UpdateHealth:
         self.sharded = any(hasattr(p, "to_local") for p in self.params)
         self._snapshot: list[torch.Tensor] = []
 
+    @property
+    def copies(self) -> list[torch.Tensor]:
+        """The snapshot's buffers, held between updates (what the memory metrics count)."""
+        return list(self._snapshot)
+
     def _local(self) -> list[torch.Tensor]:
         return [p.to_local() if hasattr(p, "to_local") else p.detach() for p in self.params]
 
@@ -177,3 +183,28 @@ class UpdateHealth:
         return health_metrics(
             {g: (r[0], r[1], r[2], r[3]) for g, r in zip(self.present, rows, strict=True)}
         )
+
+
+def require_finite_weights(health: Mapping[str, float]) -> None:
+    """Raise NonFiniteError when an update left some group's weights non-finite (an lr of inf
+    with a single minibatch gives finite losses and gradients, then NaN weights)."""
+    from glamhpc.rl.ppo import NonFiniteError
+
+    broken = nonfinite_groups(health)
+    if broken:
+        raise NonFiniteError(
+            f"the PPO update made the weights non-finite (groups: {', '.join(broken)}) "
+            "although its losses and gradient norms were finite: the learning rate is too "
+            "large or not finite"
+        )
+
+
+def stopped_message(exc: Exception, update: int, checkpoints: Path) -> str:
+    """What a run stopped by a non-finite update tells the user (and MLflow)."""
+    # The pointer, not find_latest(): hashing a large checkpoint only to name it is slow.
+    pointer = checkpoints / "latest"
+    kept = f"checkpoints/{pointer.read_text().strip()}" if pointer.is_file() else "none"
+    return (
+        f"update {update} stopped: {exc}. Nothing was saved; the last good checkpoint ({kept}) "
+        "stays latest. Lower ppo.lr in a new run (a resume repeats the same updates)"
+    )

@@ -12,23 +12,29 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import torch
 
-from glamhpc.checkpoint import LATEST, Checkpointer
+from glamhpc.checkpoint import Checkpointer
 from glamhpc.config import Config
 from glamhpc.distributed import (
     DistContext,
     full_state_dict,
+    held_memory,
     init_distributed,
     shutdown,
     unwrap,
 )
-from glamhpc.policy.flops import peak_flops, update_cost
 from glamhpc.rl import state
 from glamhpc.rl.build import build_parts, seed_everything
-from glamhpc.rl.health import UpdateHealth, nonfinite_groups, stall_warning
+from glamhpc.rl.health import (
+    UpdateHealth,
+    require_finite_weights,
+    stall_warning,
+    stopped_message,
+)
+from glamhpc.rl.metrics import device_peak_flops, update_metrics
 from glamhpc.rl.ppo import NonFiniteError, RankSlice, update_from_rollout
 from glamhpc.rl.progress import train_bar
 from glamhpc.rl.rollout import EpisodeStats, Rollout, RolloutKey, collect
@@ -36,9 +42,6 @@ from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_t
 from glamhpc.rl.signals import SignalFlag
 from glamhpc.rundir import DONE_MARKER, RunDir, default_run_name
 from glamhpc.tracking import Tracker
-
-if TYPE_CHECKING:
-    from glamhpc.policy.glam import GlamPolicy
 
 
 class Trainer:
@@ -52,11 +55,8 @@ class Trainer:
         self.run_dir = self.rundir.path
         self.env_offset, self.num_envs_local = ctx.env_slice(cfg.env.num_envs)
         seed_everything(cfg)
-        parts = build_parts(cfg, ctx, self.env_offset, self.num_envs_local)
-        self.parts = parts
-        self.envs = parts.envs
-        self.policy = parts.policy
-        self.optimizer = parts.optimizer
+        self.parts = parts = build_parts(cfg, ctx, self.env_offset, self.num_envs_local)
+        self.envs, self.policy, self.optimizer = parts.envs, parts.policy, parts.optimizer
         self.counters = state.Counters()
         self.history: list[dict[str, float]] = []
         self.checkpointer = Checkpointer(
@@ -65,6 +65,8 @@ class Trainer:
         self.tracker: Tracker | None = None
         self.health = UpdateHealth(unwrap(self.policy).named_parameters())
         self._health_warned = False
+        peak = device_peak_flops(cfg, ctx.device)
+        self._peak_total = peak * ctx.world_size if peak else None
 
     # ------------------------------------------------------------------ state
     def save(self, env_state: dict[str, Any]) -> Path:
@@ -131,14 +133,10 @@ class Trainer:
         )
         # Identical on every rank (replicas, or sums reduced over the shards): all raise together.
         health = self.health.measure(self.ctx.all_reduce_sum)
-        broken = nonfinite_groups(health)
-        if broken:
-            raise NonFiniteError(
-                f"the PPO update made the weights non-finite (groups: {', '.join(broken)}) "
-                "although its losses and gradient norms were finite: the learning rate is too "
-                "large or not finite"
-            )
-        return {**stats, **health}
+        require_finite_weights(health)
+        # Here, before the next zero_grad, the last minibatch's gradients are still held.
+        held = held_memory(self.policy, self.optimizer, self.health.copies, self.ctx.device)
+        return {**stats, **health, **held.metrics()}
 
     def _watch_health(self, metrics: dict[str, float]) -> None:
         """Rank 0: warn once, loudly and in MLflow, when the LLM stopped learning."""
@@ -158,63 +156,11 @@ class Trainer:
     def _failed(self, exc: NonFiniteError) -> NonFiniteError:
         """The run stops: the bad state is not saved, the last good checkpoint stays `latest`,
         no DONE, no export; MLflow shows FAILED with the reason."""
-        # The pointer, not find_latest(): hashing a large checkpoint only to name it is slow.
-        pointer = self.checkpointer.folder / LATEST
-        kept = f"checkpoints/{pointer.read_text().strip()}" if pointer.is_file() else "none"
-        message = (
-            f"update {self.counters.update + 1} stopped: {exc}. Nothing was saved; the last good "
-            f"checkpoint ({kept}) stays latest. Lower ppo.lr in a new run (a resume repeats the "
-            "same updates)"
-        )
+        message = stopped_message(exc, self.counters.update + 1, self.checkpointer.folder)
         if self.tracker is not None:
             self.tracker.set_tags({"health.error": message})
             self.tracker.finish("FAILED")
         return NonFiniteError(message)
-
-    def _metrics(
-        self,
-        stats: dict[str, float],
-        rollout: Rollout,
-        episodes: EpisodeStats,
-        times: dict[str, float],
-    ) -> dict[str, float]:
-        cfg = self.cfg
-        transitions = cfg.env.num_envs * cfg.ppo.steps_per_env
-        # The policy just tokenised these prompts: its cache answers without re-tokenising.
-        prompts = rollout.buffer.prompts[0]
-        prompt_tokens = float(
-            sum(len(ids) for ids in cast("GlamPolicy", unwrap(self.policy)).tokenize(prompts))
-            / len(prompts)
-        )
-        cost = update_cost(
-            self.parts.shape,
-            prompt_tokens=prompt_tokens,
-            action_tokens=self.parts.action_tokens,
-            num_actions=len(self.envs.action_texts),
-            transitions=transitions,
-            epochs=cfg.ppo.epochs,
-        )
-        elapsed = times["elapsed"]
-        peak = self._peak_flops()
-        return {
-            **episodes.metrics(),
-            **stats,
-            "env_steps_per_s": transitions / elapsed,
-            **cost.metrics(elapsed, peak * self.ctx.world_size if peak else None),
-            "time/rollout_s": times["rollout"],
-            "time/update_s": elapsed - times["rollout"],
-            "time/comm_s": times["comm"],
-            "prompt_tokens_mean": prompt_tokens,
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
-            "update": float(self.counters.update),
-        }
-
-    def _peak_flops(self) -> float | None:
-        if self.cfg.train.peak_tflops:
-            return self.cfg.train.peak_tflops * 1e12
-        if self.ctx.device.type == "cuda":
-            return peak_flops(torch.cuda.get_device_name(self.ctx.device))
-        return None
 
     # ------------------------------------------------------------------ loop
     def run(self, flag: SignalFlag | None = None) -> Path:
@@ -264,7 +210,19 @@ class Trainer:
                 self.counters.wall_seconds += elapsed
                 times = {"elapsed": elapsed, "rollout": rollout_s}
                 times["comm"] = ctx.comm_seconds - comm_before
-                metrics = self._metrics(stats, rollout, episodes, times)
+                measured = update_metrics(
+                    cfg,
+                    self.policy,
+                    self.parts.shape,
+                    self.parts.action_tokens,
+                    len(self.envs.action_texts),
+                    rollout,
+                    episodes,
+                    times,
+                    self._peak_total,
+                )
+                lr = float(self.optimizer.param_groups[0]["lr"])
+                metrics = {**measured, **stats, "lr": lr, "update": float(self.counters.update)}
                 self._watch_health(metrics)
                 self.history.append({"frames": self.counters.frames, **metrics})
                 if self.tracker is not None:

@@ -183,3 +183,8 @@ def test_package_root_is_small_and_modules_are_short() -> None:
     assert len(loose) <= 6, loose
     long = {_module_name(p): n for p in SOURCES if (n := len(p.read_text().splitlines())) > 500}
     assert long == {}
+
+
+def test_the_trainer_is_the_loop_only() -> None:
+    """Building, rollout, the update, state, metrics and tracking live beside it in rl/."""
+    assert len((PACKAGE / "rl" / "trainer.py").read_text().splitlines()) <= 300

@@ -6,6 +6,7 @@ from its own hub cache), with 2 gloo ranks where the config distributes.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -14,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from glamhpc.launch.smoke import MIN_CHANGE_FRAC, SmokeVerdict
+from glamhpc.launch.smoke import MEMORY_TOLERANCE, MIN_CHANGE_FRAC, SmokeVerdict, memory_ratio
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 RESULT = re.compile(
     r"^RESULT smoke llm_param_change_frac=(?P<llm>[0-9.]+) value_head_change_frac=(?P<head>[0-9.]+)"
-    r" finite=(?P<finite>[01]) resume_exact=(?P<exact>[01])$"
+    r" finite=(?P<finite>[01]) resume_exact=(?P<exact>[01]) memory_ratio=(?P<memory>[0-9.]+|nan)$"
 )
 
 pytestmark = pytest.mark.timeout(400)
@@ -46,6 +47,7 @@ def test_shipped_config_passes_smoke(tmp_path: Path, config: Path) -> None:
     assert code == 0, output[-3000:]
     assert float(result["llm"]) >= MIN_CHANGE_FRAC and float(result["head"]) >= MIN_CHANGE_FRAC
     assert result["finite"] == "1" and result["exact"] == "1"
+    assert abs(float(result["memory"]) - 1) <= MEMORY_TOLERANCE
     assert not list(tmp_path.iterdir())  # the smoke folder is removed again
 
 
@@ -58,18 +60,22 @@ def test_a_frozen_model_fails_the_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("llm", "head", "finite", "exact", "ok"),
+    ("llm", "head", "finite", "exact", "memory", "ok"),
     [
-        (1.0, 1.0, True, True, True),
-        (0.9, 0.95, True, True, True),
-        (0.89, 1.0, True, True, False),
-        (1.0, 0.5, True, True, False),
-        (1.0, 1.0, False, True, False),
-        (1.0, 1.0, True, False, False),
+        (1.0, 1.0, True, True, 1.0, True),
+        (0.9, 0.95, True, True, 1.09, True),
+        (0.89, 1.0, True, True, 1.0, False),
+        (1.0, 0.5, True, True, 1.0, False),
+        (1.0, 1.0, False, True, 1.0, False),
+        (1.0, 1.0, True, False, 1.0, False),
+        (1.0, 1.0, True, True, 0.85, False),
+        (1.0, 1.0, True, True, float("nan"), False),
     ],
 )
-def test_verdict(llm: float, head: float, finite: bool, exact: bool, ok: bool) -> None:
-    verdict = SmokeVerdict("c", 1, llm, head, finite, exact)
+def test_verdict(
+    llm: float, head: float, finite: bool, exact: bool, memory: float, ok: bool
+) -> None:
+    verdict = SmokeVerdict("c", 1, llm, head, finite, exact, memory)
     assert verdict.ok is ok
     assert RESULT.match(verdict.result_line())
     assert [row[2] for row in verdict.rows()].count("FAIL") == (0 if ok else 1)
@@ -102,3 +108,16 @@ def test_submit_smoke_runs_the_check_as_a_job_and_returns_its_verdict(tmp_path: 
         check=False,
     )
     assert "smoke-" in jobs.stdout, jobs.stdout + jobs.stderr
+
+
+def test_memory_ratio_reads_the_last_update() -> None:
+    held = {
+        "memory/weights_gb": 1.0,
+        "memory/grads_gb": 1.0,
+        "memory/optimizer_gb": 2.0,
+        "memory/health_gb": 1.0,
+    }
+    history = [{"memory/weights_gb": 9.0}, held]
+    assert memory_ratio(5.5e9, history) == pytest.approx(1.1)
+    assert math.isnan(memory_ratio(5e9, []))
+    assert math.isnan(memory_ratio(5e9, [{"policy_loss": 0.1}]))
