@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import io
-import os
-import socket
 import sys
 import time
 import traceback
@@ -43,15 +41,14 @@ from rich.table import Table
 from torch import nn
 
 from glamhpc.config import Config, load_config
-from glamhpc.distributed import DistContext, shutdown, wrap_policy
+from glamhpc.distributed import DistContext, init_distributed, shutdown, wrap_policy
 from glamhpc.envs.batch import EnvBatch
 from glamhpc.launch.plan import estimate_memory
 from glamhpc.policy.flops import peak_flops, update_cost
-from glamhpc.policy.glam import GlamPolicy
 from glamhpc.policy.models import count_params, load_model
 from glamhpc.policy.shapes import T5Shape, flan_t5_shape, param_count
 from glamhpc.policy.t5 import build_from_config, t5_config_for
-from glamhpc.rl.build import seed_everything
+from glamhpc.rl.build import build_policy, seed_everything
 from glamhpc.rl.health import UpdateHealth
 from glamhpc.rl.ppo import RankSlice, update_from_rollout
 from glamhpc.rl.rollout import RolloutKey, collect
@@ -101,19 +98,6 @@ class Case:
         return self.transitions / (self.rollout_s + self.update_s)
 
 
-class OneRankGroup(DistContext):
-    """A world of one that still counts as distributed.
-
-    `DistContext.distributed` is `world_size > 1`, so `wrap_policy` would return the policy
-    unsharded on one GPU; this benchmark wants the real FSDP2 path (fully_shard, bf16 gathers,
-    the collectives of the update) on the one GPU it has.
-    """
-
-    @property
-    def distributed(self) -> bool:
-        return True
-
-
 def run_config(geo: Geometry, precision: str, strategy: str, smoke: bool) -> Config:
     overrides = (
         f"env.level={LEVEL} env.num_envs={geo.num_envs} ppo.steps_per_env={geo.steps} "
@@ -136,12 +120,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(
     label: str,
     model: nn.Module,
@@ -154,17 +132,7 @@ def measure(
     """One rollout + one PPO update as the trainer runs them (rl/build.py, rl/trainer.py)."""
     seed_everything(cfg)
     envs = EnvBatch(LEVEL, cfg.env.num_envs, seed=cfg.seed, history=cfg.env.history)
-    mixed = cfg.model.precision == "bf16-mixed"
-    glam = GlamPolicy(
-        model,
-        tokenizer,
-        envs.action_texts,
-        scoring=cfg.policy.scoring,
-        max_batch_tokens=cfg.policy.max_batch_tokens,
-        value_hidden=cfg.model.value_hidden,
-        compute_dtype=torch.bfloat16 if mixed else None,
-    ).to(device)
-    glam.eval()
+    glam = build_policy(cfg, model, tokenizer, envs.action_texts, device)
     policy = glam if ctx is None else wrap_policy(glam, ctx, cfg.dist, cfg.model.precision)
     reduce: Callable[[torch.Tensor], torch.Tensor] = (
         (lambda t: t) if ctx is None else ctx.all_reduce_sum
@@ -285,24 +253,15 @@ def check_count(name: str, model: nn.Module, shape: T5Shape) -> None:
 
 def fsdp_case(tokenizer: Any, geo: Geometry, device: torch.device, smoke: bool) -> Case:
     """One FSDP2 bf16-mixed rollout + update on a 1-rank process group (nccl, gloo on CPU)."""
-    # A process group of one: glamhpc's init_distributed joins a group only for world_size > 1.
-    import torch.distributed as dist
-
-    port = str(free_port())
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", WORLD_SIZE="1")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
-    else:
-        dist.init_process_group("gloo")
+    # A real one-rank process group, so wrap_policy applies FSDP2 on the one device there is.
+    cfg = run_config(geo, "bf16-mixed", "fsdp", smoke)
+    ctx = init_distributed(cfg.dist, device.type, group_of_one=True)
     try:
         config = model_config("xl", smoke, num_layers=2, num_decoder_layers=2)
         xl = replace(flan_t5_shape("flan-t5-xl"), enc_layers=2, dec_layers=2)
         shape = T5Shape.from_config(config) if smoke else xl
         model = build(config, device)
         check_count("xl 2+2L", model, shape)
-        cfg = run_config(geo, "bf16-mixed", "fsdp", smoke)
-        ctx = OneRankGroup(rank=0, world_size=1, local_rank=0, device=device)
         case = measure("xl 2+2L fsdp", model, tokenizer, shape, cfg, device, ctx)
         if not case.sharded:
             raise RuntimeError("wrap_policy returned an unsharded policy: FSDP2 was not applied")

@@ -27,9 +27,13 @@ class DistContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     comm_seconds: float = 0.0  # time spent in explicit collectives (benchmarks read it)
 
+    in_group: bool = False
+    """A process group exists even for a world of one (`init_distributed(group_of_one=True)`):
+    the parallel wrappers then apply, as on many ranks (single-GPU FSDP2 benchmarks)."""
+
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.in_group
 
     @property
     def is_main(self) -> bool:
@@ -103,13 +107,17 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(cfg: DistConfig, device_preference: str = "auto") -> DistContext:
-    """Join the torchrun process group when launched by torchrun; otherwise a world of one."""
+def init_distributed(
+    cfg: DistConfig, device_preference: str = "auto", *, group_of_one: bool = False
+) -> DistContext:
+    """Join the torchrun process group when launched by torchrun; otherwise a world of one
+    (with a real one-rank process group on 127.0.0.1 when ``group_of_one``)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    alone = group_of_one and world_size == 1
+    if (world_size > 1 or alone) and not dist.is_initialized():
         backend = cfg.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
@@ -117,10 +125,24 @@ def init_distributed(cfg: DistConfig, device_preference: str = "auto") -> DistCo
             torch.cuda.set_device(device)
         dist.init_process_group(
             backend=backend,
+            init_method=f"tcp://127.0.0.1:{_free_port()}" if alone else None,
+            rank=0 if alone else -1,
+            world_size=1 if alone else -1,
             timeout=datetime.timedelta(seconds=cfg.timeout_s),
             device_id=device if device.type == "cuda" else None,
         )
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=device, in_group=alone
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def shutdown() -> None:

@@ -76,18 +76,7 @@ def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: 
         model = _apply_lora(model, cfg)
     num_params = count_params(model)
     shape = T5Shape.from_config(model.config)
-    policy = GlamPolicy(
-        model,
-        tokenizer,
-        envs.action_texts,
-        scoring=cfg.policy.scoring,
-        max_batch_tokens=cfg.policy.max_batch_tokens,
-        value_hidden=cfg.model.value_hidden,
-        compute_dtype=torch.bfloat16 if cfg.model.precision == "bf16-mixed" else None,
-    ).to(ctx.device)
-    # No dropout, acting or updating: PPO's first ratio is exactly 1 and no hidden RNG state is
-    # consumed, which resume exactness relies on.
-    policy.eval()
+    policy = build_policy(cfg, model, tokenizer, envs.action_texts, ctx.device)
     wrapped = wrap_policy(policy, ctx, cfg.dist, precision=cfg.model.precision)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(
@@ -95,6 +84,29 @@ def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: 
     )
     action_tokens = float(np.mean([len(tokenizer(a)["input_ids"]) for a in envs.action_texts]))
     return Parts(envs, tokenizer, wrapped, params, optimizer, num_params, shape, action_tokens)
+
+
+def build_policy(
+    cfg: Config,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    action_texts: list[str],
+    device: torch.device,
+) -> GlamPolicy:
+    """The GLAM actor-critic as the config asks for it, on ``device``, without dropout."""
+    policy = GlamPolicy(
+        model,
+        tokenizer,
+        action_texts,
+        scoring=cfg.policy.scoring,
+        max_batch_tokens=cfg.policy.max_batch_tokens,
+        value_hidden=cfg.model.value_hidden,
+        compute_dtype=torch.bfloat16 if cfg.model.precision == "bf16-mixed" else None,
+    ).to(device)
+    # No dropout, acting or updating: PPO's first ratio is exactly 1 and no hidden RNG state is
+    # consumed, which resume exactness relies on.
+    policy.eval()
+    return policy
 
 
 def _apply_lora(model: nn.Module, cfg: Config) -> nn.Module:
