@@ -95,6 +95,16 @@ class RunDir:
         return self.path / LAUNCH
 
     @property
+    def launch_config(self) -> Path:
+        """The resolved config snapshot a launcher hands its ranks."""
+        return self.launch / CONFIG_FILE
+
+    @property
+    def torchrun_logs(self) -> Path:
+        """torchrun's per-rank logs (one folder per job and node, or per local launch, below)."""
+        return self.launch / "torchrun"
+
+    @property
     def done_marker(self) -> Path:
         return self.path / DONE_MARKER
 
@@ -144,7 +154,6 @@ class RunDir:
 
     def write_launch_snapshot(self, cfg: Config) -> Path:
         """The resolved config a launcher hands its ranks (later YAML edits do not leak)."""
-        path = self.launch / CONFIG_FILE
         self.launch.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, to_yaml(cfg))
-        return path
+        atomic_write_text(self.launch_config, to_yaml(cfg))
+        return self.launch_config

@@ -192,7 +192,7 @@ def node(
         if print_run_dir:
             sys.stdout.write(f"{run.path}\n")
             return
-        code = run_slurm_node(config, run_name, nproc_per_node, max_restarts, shutdown_timeout)
+        code = run_slurm_node(cfg, config, run_name, nproc_per_node, max_restarts, shutdown_timeout)
     except (ConfigError, NodeError) as exc:
         fail(str(exc))
     raise typer.Exit(code)

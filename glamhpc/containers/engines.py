@@ -148,19 +148,18 @@ def _docker_source(image: str) -> tuple[str, str]:
     return "docker-daemon", image
 
 
+def _git(root: Path, *args: str) -> str:
+    """Output of a git command in ``root``; raises OSError/CalledProcessError on failure."""
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def git_revision(root: Path) -> str:
     """Commit of the checkout (``-dirty`` when it has local changes), or ``unknown``."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        rev = _git(root, "rev-parse", "HEAD")
+        dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{rev}-dirty" if dirty else rev
@@ -169,13 +168,7 @@ def git_revision(root: Path) -> str:
 def git_source(root: Path) -> str:
     """URL of the checkout's ``origin`` remote (credentials stripped), or ``unknown``."""
     try:
-        url = subprocess.run(
-            ["git", "remote", "get-url", "origin"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        url = _git(root, "remote", "get-url", "origin")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     # A label is public metadata: never bake a token that sits in an https remote into it.

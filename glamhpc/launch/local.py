@@ -41,7 +41,7 @@ def run_local(cfg: Config, run_name: str | None, nproc: int, workdir: Path | Non
         nnodes=1,
         nproc_per_node=nproc,
         rendezvous=None,
-        log_dir=str(run.launch / "torchrun" / f"local-{stamp}-{os.getpid()}"),
+        log_dir=str(run.torchrun_logs / f"local-{stamp}-{os.getpid()}"),
         max_restarts=cfg.dist.max_restarts,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
     )

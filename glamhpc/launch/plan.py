@@ -44,7 +44,7 @@ from glamhpc.launch.resources import Resources, job_name, resolve
 from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
 from glamhpc.policy.hubcache import TINY_T5, inspect_cached_model, tiny_t5_builds
 from glamhpc.policy.shapes import T5Shape, flan_t5_shape, param_count, tiny_t5_shape
-from glamhpc.rundir import CONFIG_FILE, DONE_MARKER, RunDir, check_run_name, default_run_name
+from glamhpc.rundir import DONE_MARKER, RunDir, check_run_name, default_run_name
 from glamhpc.tracking import tracking_uri
 
 GB = 1e9
@@ -282,11 +282,6 @@ def resolved_tracking(cfg: Config) -> Config:
     return resolved
 
 
-def torchrun_log_dir(run: RunDir) -> Path:
-    """Where torchrun's per-rank logs of a run go (one folder per job and node below it)."""
-    return run.launch / "torchrun"
-
-
 def plan_run(
     cfg: Config,
     run_name: str | None = None,
@@ -308,11 +303,11 @@ def plan_run(
     env.update(extra_env or {})
     spec = RunSpec(
         # The snapshot RunDir.write_launch_snapshot writes at submit.
-        config_path=str(run.launch / CONFIG_FILE),
+        config_path=str(run.launch_config),
         run_name=name,
         run_dir=str(run.path),
         workdir=str(workdir),
-        log_dir=str(torchrun_log_dir(run)),
+        log_dir=str(run.torchrun_logs),
         env=env,
     )
     notes = []

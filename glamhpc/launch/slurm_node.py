@@ -12,7 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from glamhpc.config import load_config
+from glamhpc.config import Config
 from glamhpc.launch.agent import (
     AgentProcess,
     Rendezvous,
@@ -46,19 +46,21 @@ def first_node(nodelist: str) -> str:
 
 
 def run_slurm_node(
+    cfg: Config,
     config: str,
     run_name: str,
     nproc_per_node: int,
     max_restarts: int,
     shutdown_timeout_s: int,
 ) -> int:
-    """Run this node's torchrun agent for the job in the environment; returns its exit code."""
+    """Run this node's torchrun agent for the job in the environment; returns its exit code.
+
+    ``cfg`` is ``config`` loaded (the ranks read the file itself)."""
     job_id = os.environ.get("SLURM_JOB_ID")
     if not job_id:
         raise NodeError("SLURM_JOB_ID is not set: `glamhpc node` runs inside a Slurm job step")
     nnodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
     node = os.environ.get("SLURM_NODEID", "0")
-    cfg = load_config(config)
     cwd = Path.cwd()
     run = RunDir.of(cfg, run_name, cwd)
     if run.is_done():
@@ -73,7 +75,7 @@ def run_slurm_node(
         nnodes=nnodes,
         nproc_per_node=nproc_per_node,
         rendezvous=rendezvous,
-        log_dir=str(run.launch / "torchrun" / f"{job_id}-node{node}"),
+        log_dir=str(run.torchrun_logs / f"{job_id}-node{node}"),
         max_restarts=max_restarts,
         shutdown_timeout_s=shutdown_timeout_s,
     )

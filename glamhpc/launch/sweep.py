@@ -39,7 +39,6 @@ from glamhpc.launch.executors import (
     sbatch_errors,
     slurm_command,
 )
-from glamhpc.launch.plan import torchrun_log_dir
 from glamhpc.launch.resources import Resources, apply_cli_options, job_name, resolve
 from glamhpc.launch.submit import refuse_if_active
 from glamhpc.launch.sweep_driver import LocalSweepDriver, finalize_sweep
@@ -113,7 +112,7 @@ def plan_sweep(
                 run_name=name,
                 run_dir=str(run.path),
                 workdir=str(workdir),
-                log_dir=str(torchrun_log_dir(run)),
+                log_dir=str(run.torchrun_logs),
                 env={},
             )
         )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import torch
 
-from glamhpc.policy.hubcache import TINY_T5, repo_folder
+from glamhpc.policy.hubcache import repo_folder
 from glamhpc.policy.shapes import FLAN_T5_SHAPES
 from glamhpc.policy.t5 import build_from_config, quiet_loading, t5_config_for
 from glamhpc.policy.tiny import build_tiny_t5
@@ -33,10 +32,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 class ShrinkError(ValueError):
     """The model has no shrunk stand-in (not a T5-family hub id)."""
-
-
-def can_shrink(name: str) -> bool:
-    return name == TINY_T5 or name in FLAN_T5_SHAPES or f"google/{name}" in FLAN_T5_SHAPES
 
 
 def write_shrunk_hub_model(name: str, cache_dir: Path, seed: int = 0) -> Path:
@@ -70,9 +65,4 @@ def write_shrunk_hub_model(name: str, cache_dir: Path, seed: int = 0) -> Path:
     return snapshot
 
 
-def hub_env(cache_dir: Path) -> dict[str, str]:
-    """Environment that makes the hub client read ``cache_dir`` only, offline."""
-    return {"HF_HUB_CACHE": os.fspath(cache_dir), "HF_HUB_OFFLINE": "1"}
-
-
-__all__ = ["SHRUNK_SHAPE", "ShrinkError", "can_shrink", "hub_env", "write_shrunk_hub_model"]
+__all__ = ["SHRUNK_SHAPE", "ShrinkError", "write_shrunk_hub_model"]

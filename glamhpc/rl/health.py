@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from glamhpc.checkpoint import LATEST
+
 GROUPS = ("encoder", "decoder", "embeddings", "lora", "value_head", "other")
 """Parameter groups, in logging order (a group without trainable parameters is not logged)."""
 LLM = "llm"
@@ -202,7 +204,7 @@ def require_finite_weights(health: Mapping[str, float]) -> None:
 def stopped_message(exc: Exception, update: int, checkpoints: Path) -> str:
     """What a run stopped by a non-finite update tells the user (and MLflow)."""
     # The pointer, not find_latest(): hashing a large checkpoint only to name it is slow.
-    pointer = checkpoints / "latest"
+    pointer = checkpoints / LATEST
     kept = f"checkpoints/{pointer.read_text().strip()}" if pointer.is_file() else "none"
     return (
         f"update {update} stopped: {exc}. Nothing was saved; the last good checkpoint ({kept}) "

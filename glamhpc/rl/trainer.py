@@ -178,8 +178,8 @@ class Trainer:
             self.rundir.prepare(cfg)
         ctx.barrier()
         self._resume()
-        initial_saved = state.saved_at(self.checkpointer, 0)
-        if cfg.train.save_initial and self.counters.update == 0 and not initial_saved:
+        at_start = cfg.train.save_initial and self.counters.update == 0
+        if at_start and not state.saved_at(self.checkpointer, 0):
             self.save(self.envs.state_dict())
         if ctx.is_main and cfg.tracking.enabled:
             self.tracker = start_tracker(cfg, self.rundir, ctx.world_size)
