@@ -9,60 +9,69 @@ message names the key, the bad value and what is allowed; the CLI prints it on o
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
-import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without base-60 integers: `time: 04:00:00` must stay a string, not 14400."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(
-        r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$""",
-        re.X,
-    ),
-    list("-+0123456789"),
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
 )
 
+from glamhpc.inputs.errors import MESSAGE_MAX, cut, format_error, show
+from glamhpc.inputs.errors import ConfigError as ConfigError
+from glamhpc.inputs.names import BASE_NAME_MAX, control_problem, name_problem, sbatch_key_problem
+from glamhpc.inputs.yamlfile import read_yaml as read_yaml
+from glamhpc.inputs.yamlfile import yaml_load as yaml_load
 
-def yaml_load(text: str) -> Any:
-    """safe_load with glamhpc's loader (no sexagesimal integers)."""
-    return yaml.load(text, Loader=_Loader)
+
+def _plain_name(value: str) -> str:
+    # The one name rule (glamhpc.inputs.names): these names become folders and job names.
+    problem = name_problem(value, BASE_NAME_MAX)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
-class ConfigError(ValueError):
-    """A user mistake in a config file or override; the message says what and how to fix it."""
+def _batch_text(value: str) -> str:
+    # Reaches an #SBATCH line (or a path inside one): a newline would start a shell line.
+    problem = control_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Name = Annotated[str, AfterValidator(_plain_name)]
+BatchText = Annotated[str, AfterValidator(_batch_text)]
+Unit = Annotated[float, Field(ge=0, lt=1)]
+#: Bounds shared by fields of the same kind (what no real run comes near).
+MAX_ENVS = 16384
+MAX_SECONDS = 7 * 86400
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True, allow_inf_nan=False
     )
 
 
 class EnvConfig(_Section):
     level: str = "BabyAI-MixedTrainLocal-v0"
     """BabyAI-Text level: a glamhpc id (MixedTrainLocal, GoToFrench, ...) or any BabyAI-* id."""
-    num_envs: int = Field(32, ge=1)
+    num_envs: int = Field(32, ge=1, le=MAX_ENVS)
     """Global number of parallel environments (split evenly across ranks)."""
     action_space: Literal["standard", "restricted", "augmented", "synonyms"] = "standard"
     """Candidate action strings scored by the LLM (BABYAI_TEXT_SPEC section 3)."""
     history: int = Field(3, ge=1, le=9)
     """Observations kept in the prompt (the paper uses 3; ablations 1/6/9)."""
-    reward_scale: float = Field(20.0, gt=0)
+    reward_scale: float = Field(20.0, gt=0, le=1e6)
     """Multiplier on the environment reward used for training (the paper trains on 20x)."""
     language: Literal["english", "french"] | None = None
     """Description language; None derives it from the level (GoToFrench is French)."""
@@ -85,9 +94,9 @@ class EnvConfig(_Section):
 class LoraConfig(_Section):
     enabled: bool = False
     """Train LoRA adapters (peft) instead of all weights: the single-GPU way for large models."""
-    r: int = Field(16, ge=1)
+    r: int = Field(16, ge=1, le=4096)
     """LoRA rank."""
-    alpha: int = Field(32, ge=1)
+    alpha: int = Field(32, ge=1, le=65536)
     """LoRA scaling numerator (effective scale alpha / r)."""
     dropout: float = Field(0.05, ge=0, lt=1)
     """Dropout on the LoRA branch."""
@@ -114,7 +123,7 @@ class ModelConfig(_Section):
     """auto picks CUDA when present; under torchrun the GPU comes from LOCAL_RANK."""
     cache_dir: str | None = None
     """Model cache (HF_HOME-style); None uses the default Hugging Face cache."""
-    value_hidden: int = Field(1024, ge=1)
+    value_hidden: int = Field(1024, ge=1, le=65536)
     """Hidden width of the value head MLP (paper: 1024)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """LoRA adapters (off by default; the paper fine-tunes everything)."""
@@ -123,65 +132,85 @@ class ModelConfig(_Section):
 class PolicyConfig(_Section):
     scoring: Literal["glam", "paper"] = "glam"
     """glam: softmax over summed log-probs; paper: upstream's softmax(P / max P) (parity runs)."""
-    max_batch_tokens: int = Field(65536, ge=64)
+    max_batch_tokens: int = Field(65536, ge=64, le=1 << 24)
     """Upper bound on prompt tokens scored in one forward (bounds activation memory)."""
 
 
 class PPOConfig(_Section):
-    total_frames: int = Field(1_500_000, ge=1)
+    total_frames: int = Field(1_500_000, ge=1, le=10**12)
     """Environment steps (frames) summed over all envs and ranks before training stops."""
-    steps_per_env: int = Field(40, ge=1)
+    steps_per_env: int = Field(40, ge=1, le=100_000)
     """Rollout length per env per update (the paper: 40, so 32 x 40 = 1280 transitions)."""
-    lr: float = Field(1e-6, gt=0)
+    lr: float = Field(1e-6, gt=0, le=1)
     """Adam learning rate (paper: 1e-6 for Flan-T5 large)."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """Adam betas."""
-    adam_eps: float = Field(1e-5, gt=0)
+    adam_betas: tuple[Unit, Unit] = (0.9, 0.999)
+    """Adam betas, each in [0, 1)."""
+    adam_eps: float = Field(1e-5, gt=0, le=1)
     """Adam epsilon."""
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(4, ge=1, le=1000)
     """Passes over the rollout per update."""
-    minibatch_size: int = Field(64, ge=1)
+    minibatch_size: int = Field(64, ge=1, le=1 << 24)
     """Transitions per gradient step (global, across ranks)."""
     gamma: float = Field(0.99, ge=0, le=1)
     """Discount factor."""
     gae_lambda: float = Field(0.99, ge=0, le=1)
     """GAE lambda."""
-    clip: float = Field(0.2, gt=0)
+    clip: float = Field(0.2, gt=0, le=1)
     """PPO clip range for the policy ratio (and the value function when clip_value)."""
     clip_value: bool = True
     """Clip the value update around the old values (as upstream)."""
-    entropy_coef: float = Field(0.01, ge=0)
+    entropy_coef: float = Field(0.01, ge=0, le=100)
     """Entropy bonus coefficient."""
-    value_coef: float = Field(0.5, ge=0)
+    value_coef: float = Field(0.5, ge=0, le=100)
     """Value loss coefficient."""
-    max_grad_norm: float = Field(0.5, gt=0)
+    max_grad_norm: float = Field(0.5, gt=0, le=1e6)
     """Global gradient-norm clip."""
     normalize_advantages: bool = False
     """Normalise advantages per minibatch (the paper does not)."""
-    target_kl: float | None = None
+    target_kl: float | None = Field(None, gt=0, le=10)
     """Stop the update's epochs early when the approximate KL exceeds this (None: never)."""
 
 
 class TrainConfig(_Section):
-    run_root: str = "runs"
+    run_root: BatchText = Field("runs", min_length=1)
     """Folder holding runs/<experiment>/<run-name>/."""
-    checkpoint_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(10, ge=1, le=10**9)
     """Save a checkpoint every N updates (and always at the end and on SIGTERM/SIGUSR2)."""
-    keep_checkpoints: int = Field(3, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, le=1000)
     """Checkpoints kept on disk (older ones are deleted after a newer one is complete)."""
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     """torch intra-op threads per rank (None: torch's default)."""
     progress: bool = True
     """Show a rich progress bar (frames, success rate, steps/s, ETA)."""
     deterministic: bool = True
     """Deterministic torch algorithms (CPU results reproduce bit for bit)."""
-    max_updates: int | None = Field(None, ge=1)
+    max_updates: int | None = Field(None, ge=1, le=10**9)
     """Stop after this many updates in total (handy for tests); None: until total_frames."""
     save_initial: bool = False
     """Also checkpoint the state before the first update (u0000000): a baseline to compare the
     trained weights with (`glamhpc train --smoke` uses it)."""
-    peak_tflops: float | None = Field(None, gt=0)
+    peak_tflops: float | None = Field(None, gt=0, le=1e6)
     """Peak FLOP/s of one device for MFU; None: known GPUs are looked up, CPUs report none."""
+    run_dir_mode: int = Field(0o700, ge=0o700, le=0o777)
+    """Permissions of run directories (octal, e.g. 0o750 to share with the group); they hold
+    configs, checkpoints and logs, so by default only their owner can enter them."""
+
+    @field_validator("run_dir_mode", mode="before")
+    @classmethod
+    def _octal(cls, value: Any) -> Any:
+        # `0o750` is a string to YAML 1.1 (and `750` would be decimal): read text as octal.
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = int(value.removeprefix("0o"), 8)
+        if isinstance(value, int) and not 0o700 <= value <= 0o777:
+            raise ValueError(
+                "use an octal mode from 0o700 to 0o777 (its owner keeps rwx), e.g. 0o750"
+            )
+        return value
+
+    @field_serializer("run_dir_mode")
+    def _octal_text(self, value: int) -> str:
+        return f"0o{value:o}"
 
 
 class TrackingConfig(_Section):
@@ -189,8 +218,8 @@ class TrackingConfig(_Section):
     """Log to MLflow (rank 0 only)."""
     uri: str | None = None
     """Tracking URI; None: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db in the working folder."""
-    experiment: str | None = None
-    """MLflow experiment; None: the config's name."""
+    experiment: Name | None = None
+    """MLflow experiment (and runs/<experiment>/ folder); None: the config's name."""
     system_metrics: bool = False
     """Also log CPU/GPU utilisation and memory."""
     log_checkpoints: bool = False
@@ -200,11 +229,11 @@ class TrackingConfig(_Section):
     offline_ok: bool = False
     """Start training even when the tracking server is unreachable at start: metrics are
     journaled in the run dir and sent later (automatically, or by `glamhpc sync RUN_DIR`)."""
-    system_metrics_interval_s: float = Field(10.0, ge=0.5)
+    system_metrics_interval_s: float = Field(10.0, ge=0.5, le=MAX_SECONDS)
     """Seconds between system-metric samples (when system_metrics is on)."""
-    retry_max_s: float = Field(30.0, gt=0)
+    retry_max_s: float = Field(30.0, gt=0, le=MAX_SECONDS)
     """Longest wait between retries while the tracking server is down."""
-    flush_timeout_s: float = Field(60.0, ge=0)
+    flush_timeout_s: float = Field(60.0, ge=0, le=MAX_SECONDS)
     """At the end of a run, wait at most this long for undelivered metrics (the rest is kept in
     the run dir's journal and replayed by the next start or `glamhpc sync`)."""
 
@@ -216,26 +245,26 @@ class DistConfig(_Section):
     """Recompute T5 block activations in backward to save memory."""
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     """Process-group backend; auto: nccl on GPUs, gloo on CPU."""
-    timeout_s: int = Field(1800, ge=10)
+    timeout_s: int = Field(1800, ge=10, le=MAX_SECONDS)
     """Collective timeout (long PPO updates need generous values)."""
-    max_restarts: int = Field(0, ge=0)
+    max_restarts: int = Field(0, ge=0, le=100)
     """torchrun worker restarts; restarted workers resume from the latest checkpoint."""
 
 
 class LaunchConfig(_Section):
     executor: Literal["local", "slurm"] = "local"
     """local: real subprocesses via submitit's LocalExecutor; slurm: sbatch via submitit."""
-    nodes: int = Field(1, ge=1)
+    nodes: int = Field(1, ge=1, le=10_000)
     """Nodes per job (one torchrun agent per node)."""
-    gpus_per_node: int = Field(0, ge=0)
+    gpus_per_node: int = Field(0, ge=0, le=64)
     """GPUs per node; 0 means CPU ranks (nproc_per_node of them)."""
-    nproc_per_node: int = Field(1, ge=1)
+    nproc_per_node: int = Field(1, ge=1, le=1024)
     """Ranks per node when gpus_per_node is 0."""
-    cpus_per_task: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1, le=4096)
     """CPUs for the per-node task."""
-    mem: str | None = None
+    mem: BatchText | None = None
     """Memory per node, Slurm syntax (e.g. 64G)."""
-    time: str | None = None
+    time: BatchText | None = None
     """Time limit, Slurm syntax (e.g. 04:00:00, 2-00:00:00, or minutes)."""
 
     @field_validator("time", mode="before")
@@ -244,40 +273,50 @@ class LaunchConfig(_Section):
         # `time: 30` in YAML is an int: Slurm reads a bare number as minutes, so keep it as text.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    partition: str | None = None
+    partition: BatchText | None = None
     """Slurm partition."""
-    account: str | None = None
+    account: BatchText | None = None
     """Slurm account."""
-    qos: str | None = None
+    qos: BatchText | None = None
     """Slurm QoS."""
-    constraint: str | None = None
+    constraint: BatchText | None = None
     """Slurm node constraint."""
     container: str | None = None
     """Apptainer .sif or Docker image to run each node's command in."""
-    max_requeues: int = Field(3, ge=0)
+    max_requeues: int = Field(3, ge=0, le=1000)
     """Requeues allowed after time limits/preemption."""
-    extra_sbatch: dict[str, str] = Field(default_factory=dict)
-    """Additional sbatch options passed through verbatim."""
-    signal_delay_s: int = Field(120, ge=10)
+    extra_sbatch: dict[str, BatchText] = Field(default_factory=dict)
+    """Additional sbatch options (long option name without dashes -> value), e.g. mail-type."""
+    signal_delay_s: int = Field(120, ge=10, le=86400)
     """Seconds before the time limit at which Slurm sends USR2 (ranks checkpoint, the job is
     requeued). Slurm checks limits about every 30 s, so the signal may come up to ~60 s early."""
     setup: list[str] = Field(default_factory=list)
     """Shell lines run in the batch script before the nodes start (module load, conda activate)."""
 
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _sbatch_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        # Keys are written unquoted as `#SBATCH --KEY=...`: only an option's name may pass.
+        for key in value:
+            problem = sbatch_key_problem(key)
+            if problem:
+                raise ValueError(problem)
+        return value
+
 
 class EvalConfig(_Section):
-    episodes: int = Field(100, ge=1)
+    episodes: int = Field(100, ge=1, le=10**7)
     """Episodes per suite item (the paper: 1000)."""
     greedy: bool = False
     """Argmax actions instead of sampling (the paper samples)."""
-    num_envs: int = Field(16, ge=1)
+    num_envs: int = Field(16, ge=1, le=MAX_ENVS)
     """Parallel envs during evaluation."""
 
 
 class Config(_Section):
-    name: str = "quickstart"
+    name: Name = "quickstart"
     """Experiment name (default MLflow experiment and runs/<name>/ folder)."""
-    seed: int = 1
+    seed: int = Field(1, ge=0, lt=2**63)
     """Master seed: envs, torch, sampling. Same seed, same results on CPU."""
     env: EnvConfig = Field(default_factory=EnvConfig)
     """Environments."""
@@ -319,43 +358,6 @@ class Config(_Section):
 REMOVED_KEYS: dict[str, str] = {"dist.mixed_precision": "use model.precision=bf16-mixed"}
 
 
-def _allowed_for(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names allowed at the section addressed by ``loc`` (for 'did you mean')."""
-    current: type[BaseModel] | None = model
-    for part in loc[:-1]:
-        if current is None or not isinstance(part, str) or part not in current.model_fields:
-            return []
-        annotation = current.model_fields[part].annotation
-        current = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
-        )
-    return sorted(current.model_fields) if current is not None else []
-
-
-def _format_error(error: Mapping[str, Any], model: type[BaseModel]) -> str:
-    loc = tuple(error["loc"])
-    key = ".".join(str(p) for p in loc) or "<root>"
-    value = error.get("input")
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        if key in REMOVED_KEYS:
-            return f"'{key}' was removed: {REMOVED_KEYS[key]}"
-        allowed = _allowed_for(model, loc)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'? " if close else ""
-        return f"unknown key '{key}': {hint}allowed here: {', '.join(allowed)}"
-    msg = error["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    ctx = error.get("ctx") or {}
-    if kind == "literal_error" and "expected" in ctx:
-        msg = f"allowed: {ctx['expected']}"
-    shown = value if not isinstance(value, dict) else "{...}"
-    return f"bad value for '{key}': {shown!r}: {msg}"
-
-
 def _validate(data: Mapping[str, Any]) -> Config:
     try:
         return Config.model_validate(dict(data))
@@ -363,9 +365,9 @@ def _validate(data: Mapping[str, Any]) -> Config:
         errors = exc.errors(include_url=False)
         # A removed key is reported first: its fix usually explains the other problems too.
         errors.sort(key=lambda e: ".".join(map(str, e["loc"])) not in REMOVED_KEYS)
-        first = _format_error(errors[0], Config)
+        first = format_error(errors[0], Config, REMOVED_KEYS)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(first + more) from None
+        raise ConfigError(cut(first, MESSAGE_MAX - len(more)) + more) from None
 
 
 # ----------------------------------------------------------------------------- loading
@@ -377,6 +379,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"bad override '{text}': expected KEY=VALUE, e.g. env.num_envs=32")
     key, raw = text.split("=", 1)
     key = key.strip()
+    if control_problem(text):
+        # YAML would quietly drop what follows a newline ("x\n#..." reads as "x").
+        raise ConfigError(f"bad override {show(text)}: {control_problem(text)}")
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad override '{text}': empty key part; expected e.g. ppo.lr=1e-4")
     try:
@@ -429,28 +434,6 @@ def training_precision_problem(cfg: Config) -> str | None:
         "model.dtype=bf16 cannot be trained (Adam's updates round away in bf16 weights): "
         "use model.dtype=fp32 with model.precision=bf16-mixed"
     )
-
-
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping with a clear error for a missing or malformed file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(
-            f"config file not found: {p} (pass a YAML file, e.g. configs/quickstart.yaml)"
-        )
-    try:
-        data = yaml_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{p}: the top level must be a mapping of sections, got {type(data).__name__}"
-        )
-    return data
 
 
 def load_config(

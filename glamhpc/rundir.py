@@ -4,12 +4,16 @@
 
     config.yaml      the fully resolved config the run was started with (resume refuses changes)
     checkpoints/     u0000010/ ... + `latest` (glamhpc.checkpoint)
-    logs/            the metrics journal (glamhpc.tracking)
+    logs/            the metrics journal (glamhpc.tracking); train.lock, held while a process
+                     trains here (RunLock)
     model/           the final export that `glamhpc eval` loads
     launch/          what launchers write: config snapshot, submitit files, node and rank logs
     mlflow_run_id    the MLflow run this directory logs to
     DONE             written last by a finished run (its content: frames trained)
     PREEMPTED        written by a run stopped on a signal (its content: the update reached)
+
+Every run directory resolves inside ``train.run_root`` (symbolic links included) and is given
+the mode ``train.run_dir_mode`` (0700 by default) whenever glamhpc writes into it.
 
 Torch-free and minigrid-free: launchers on login nodes, the sbatch template and the trainer all
 ask this module, so that a change of layout is one change.
@@ -17,13 +21,19 @@ ask this module, so that a change of layout is one change.
 
 from __future__ import annotations
 
-import re
+import os
+import shutil
+import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import TracebackType
+from typing import TextIO
 
 from glamhpc.config import Config, ConfigError, config_from_dict, read_yaml, to_dict, to_yaml
 from glamhpc.fsutil import atomic_write_text
+from glamhpc.inputs.names import check_name
+from glamhpc.secrets import redacted
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -32,19 +42,44 @@ MODEL = "model"
 LAUNCH = "launch"
 DONE_MARKER = "DONE"
 PREEMPTED_MARKER = "PREEMPTED"
+TRAIN_LOCK = "train.lock"
 
 #: Config sections whose change makes a resumed run a different experiment.
 FROZEN_ON_RESUME = ("seed", "env", "model", "policy", "ppo")
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-
 
 def check_run_name(name: str) -> str:
-    """A run name becomes one path component (and a Slurm job name): no separators, no dot
-    first, no whitespace. Returns the name; raises ConfigError naming the rule."""
-    if not name or len(name) > 200 or not _NAME.fullmatch(name):
-        raise ConfigError(f"bad run name '{name}': use letters, digits, '-', '_' or '.'")
-    return name
+    """A run name becomes one path component (and a Slurm job name): the one name rule of
+    glamhpc.inputs.names (also applied to config, experiment and sweep names). Returns the
+    name; raises ConfigError naming the rule."""
+    return check_name(name, "run name")
+
+
+def run_root(cfg: Config, workdir: Path | None = None) -> Path:
+    """``train.run_root`` as an absolute path with its links resolved."""
+    return ((workdir or Path.cwd()) / cfg.train.run_root).resolve()
+
+
+def check_inside(path: Path, root: Path) -> Path:
+    """``path`` resolved; ConfigError when it lands outside ``root`` (through a symbolic link:
+    names cannot leave it). Nothing is written before this check."""
+    real = path.resolve()
+    if real == root or not real.is_relative_to(root):
+        raise ConfigError(
+            f"{path} resolves to {real}, outside the run root {root} (a symbolic link?): "
+            "remove the link, or point train.run_root where the runs should go"
+        )
+    return real
+
+
+def private_dir(path: Path, mode: int) -> Path:
+    """mkdir -p ``path``; the folder itself gets ``mode`` (set explicitly: mkdir's mode is
+    masked by the umask). A folder someone else owns is left as it is."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = path.stat()
+    if stat.S_IMODE(info.st_mode) != mode and info.st_uid == os.getuid():
+        path.chmod(mode)
+    return path
 
 
 def default_run_name(cfg: Config, now: datetime | None = None) -> str:
@@ -54,8 +89,9 @@ def default_run_name(cfg: Config, now: datetime | None = None) -> str:
 
 
 def run_dir_path(cfg: Config, run_name: str) -> Path:
-    """``<run_root>/<experiment>/<run_name>`` (relative when run_root is)."""
-    return Path(cfg.train.run_root) / cfg.experiment / check_run_name(run_name)
+    """``<run_root>/<experiment>/<run_name>`` (relative when run_root is); names checked."""
+    experiment = check_name(cfg.experiment, "experiment")
+    return Path(cfg.train.run_root) / experiment / check_run_name(run_name)
 
 
 @dataclass(frozen=True)
@@ -66,8 +102,11 @@ class RunDir:
 
     @classmethod
     def of(cls, cfg: Config, run_name: str, workdir: Path | None = None) -> RunDir:
+        """The run's directory, after checking its names and that it resolves inside the run
+        root (relative when ``workdir`` is None and run_root is relative)."""
         path = run_dir_path(cfg, run_name)
-        return cls(path if workdir is None else (workdir / path).resolve())
+        real = check_inside((workdir or Path.cwd()) / path, run_root(cfg, workdir))
+        return cls(path if workdir is None else real)
 
     # -------------------------------------------------------------- layout
     @property
@@ -149,11 +188,83 @@ class RunDir:
     def prepare(self, cfg: Config) -> None:
         """Check a resume, create the folders, write the resolved config (rank 0 only)."""
         self.check_resume(cfg)
+        private_dir(self.path, cfg.train.run_dir_mode)
         self.logs.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_file, to_yaml(cfg))
+        atomic_write_text(self.config_file, to_yaml(redacted(cfg)))
 
     def write_launch_snapshot(self, cfg: Config) -> Path:
         """The resolved config a launcher hands its ranks (later YAML edits do not leak)."""
+        private_dir(self.path, cfg.train.run_dir_mode)
         self.launch.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.launch_config, to_yaml(cfg))
         return self.launch_config
+
+    def lock(self, mode: int = 0o700) -> RunLock:
+        """Hold this run directory for training (see RunLock); creates it with ``mode``."""
+        return RunLock(self, mode).acquire()
+
+
+class RunLock:
+    """``flock`` on logs/train.lock, held by the process that trains in the run directory
+    (rank 0), tracked or not: two trainers in one directory would overwrite each other's
+    checkpoints. The kernel drops the lock when its holder dies, so a crashed or requeued job
+    never blocks its successor. Filesystems without ``flock`` leave the lock advisory only.
+    """
+
+    def __init__(self, run: RunDir, mode: int = 0o700) -> None:
+        self.run = run
+        self.mode = mode
+        self.path = run.logs / TRAIN_LOCK
+        self._fh: TextIO | None = None
+        self._created: Path | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        missing = [p for p in (self.run.path, *self.run.path.parents) if not p.exists()]
+        self._created = missing[-1] if missing else None
+        private_dir(self.run.path, self.mode)
+        self.path.parent.mkdir(exist_ok=True)
+        fh = open(self.path, "a+")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read().split())[:200] or "a process that did not say"
+            fh.close()
+            raise ConfigError(
+                f"run directory {self.run.path} is in use by another training process "
+                f"({holder}); wait for it to end, or start a new run with another --run-name"
+            ) from None
+        except OSError:
+            pass  # no flock on this filesystem
+        fh.seek(0)
+        fh.truncate()
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        fh.write(f"pid {os.getpid()} on {os.uname().nodename} since {since}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        # A start that failed before writing anything (a model that is not there) leaves no
+        # empty run directory behind. Removed while still locked: no second trainer can be
+        # holding this lock file meanwhile.
+        created = self._created
+        if created is not None and [p for p in created.rglob("*") if not p.is_dir()] == [self.path]:
+            shutil.rmtree(created, ignore_errors=True)
+        self._fh.close()
+        self._fh = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

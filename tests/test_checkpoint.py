@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from glamhpc.checkpoint import Checkpointer, read_global_state, read_rank_states, verify
+from glamhpc.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    read_global_state,
+    read_rank_states,
+    verify,
+)
 
 
 def _writer(payload: bytes):
@@ -64,3 +70,30 @@ def test_missing_file_detected(tmp_path):
 
 def test_no_checkpoint(tmp_path):
     assert Checkpointer(tmp_path / "nothing").find_latest() is None
+
+
+def test_failed_write_leaves_no_temp_folder(tmp_path):
+    ck = Checkpointer(tmp_path, keep=3)
+    ck.save(1, _writer(b"one"), {}, {})
+
+    def broken(folder):
+        (folder / "model.bin").write_bytes(b"half")
+        raise ValueError("a bug in the writer")
+
+    with pytest.raises(ValueError, match="a bug in the writer"):  # not disguised
+        ck.save(2, broken, {}, {})
+
+    def unwritable(folder):
+        (folder / "model.bin").mkdir()
+        (folder / "model.bin").write_bytes(b"x")  # IsADirectoryError: an OSError, one line
+
+    with pytest.raises(CheckpointError, match="u0000001 is intact"):
+        ck.save(2, unwritable, {}, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "u0000001"]
+
+
+def test_checkpoints_sort_by_update_number(tmp_path):
+    ck = Checkpointer(tmp_path, keep=5)
+    for update in (9, 10_000_000):  # past the 7 zero-padded digits
+        ck.save(update, _writer(bytes([update % 256])), {}, {})
+    assert ck.find_latest().name == "u10000000"

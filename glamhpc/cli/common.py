@@ -7,10 +7,14 @@ from typing import NoReturn
 import typer
 
 from glamhpc.config import Config, ConfigError, load_config
+from glamhpc.inputs.errors import cut
+
+#: Longest error line printed: whatever a message quotes, the user reads one short line.
+LINE_MAX = 500
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {cut(message, LINE_MAX)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 

@@ -157,7 +157,7 @@ def _eval(args: _Args) -> None:
 
     from glamhpc.evaluate import agents, report, runner
     from glamhpc.evaluate.agents import EvalError
-    from glamhpc.tracking.uri import TrackingError, probe, resolve_uri
+    from glamhpc.tracking.uri import TrackingError, probe, resolve_uri, sqlite_path
 
     sources = [k for k in ("run", "checkpoint", "model") if getattr(args, k) is not None]
     if len(sources) > 1:
@@ -175,11 +175,13 @@ def _eval(args: _Args) -> None:
     if args.history is not None and not 1 <= args.history <= 9:
         raise EvalError("--history must be between 1 and 9")
     uri = resolve_uri(args.uri) if (args.run or args.track) else ""
-    if args.track:
-        try:  # fail now, not after hours of episodes
-            probe(uri)
-        except TrackingError as exc:
-            raise EvalError(str(exc)) from None
+    store = sqlite_path(uri) if args.run else None
+    if store is not None and not store.is_file():
+        # Opening it would create an empty mlflow.db here: the run cannot be in it.
+        raise EvalError(
+            f"no MLflow tracking store at {store} to look up run {args.run!r}; give the store "
+            "that holds the run with --uri or MLFLOW_TRACKING_URI"
+        )
     options: dict[str, Any] = {"device": args.device, "dtype": args.dtype}  # -> **options
     overrides = {"history": args.history, "scoring": args.scoring}
 
@@ -206,8 +208,14 @@ def _eval(args: _Args) -> None:
     for spec in specs:
         runner.check_work(spec, work)
     out_dir = Path(args.out) if args.out else _default_out(specs)
+    _check_writable(out_dir)
     selection = list(args.suite) + list(args.level) or [items[0].item.name]
     tag = report.output_tag(selection, work.seed, work.greedy)
+    if args.track:
+        try:  # fail now, not after hours of episodes; only now may the store be created
+            probe(uri)
+        except TrackingError as exc:
+            raise EvalError(str(exc)) from None
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -271,6 +279,27 @@ def _eval(args: _Args) -> None:
         where = "into run" if result.agent.run_id else "new eval run"
         console.print(
             f"MLflow: {result.agent.label} logged {where} {run_id} ({uri})", highlight=False
+        )
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Refuse an --out the results could not be written to, before the evaluation runs.
+
+    Nothing is created here: the nearest existing folder on the way must be writable."""
+    from glamhpc.evaluate.agents import EvalError
+
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EvalError(
+            f"cannot write results to --out {out_dir}: {existing} is a file, not a folder; "
+            "choose another --out"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalError(
+            f"cannot write results to --out {out_dir}: {existing} is not writable; choose a "
+            "writable folder with --out"
         )
 
 

@@ -160,6 +160,9 @@ def sweep(
         None, "--max-parallel", "-k", min=1, help="Array elements running at once."
     ),
     name: str = typer.Option(None, "--name", help="Sweep name (default: the file's name:)."),
+    max_size: int = typer.Option(
+        None, "--max-size", min=1, help="Accept sweeps of up to this many elements (1024)."
+    ),
     executor: str = _O_EXECUTOR,
     nodes: int = _O_NODES,
     gpus_per_node: int = _O_GPUS,
@@ -193,7 +196,7 @@ def sweep(
     )
     try:
         spec = load_sweep(sweep_file, name)
-        plan = plan_sweep(spec, max_parallel, **options)
+        plan = plan_sweep(spec, max_parallel, max_size=max_size, **options)
         if dry_run:
             typer.echo(format_sweep_plan(plan))
             return
@@ -209,6 +212,10 @@ def sweep(
         typer.echo(f"  MLflow parent run {submitted.parent_run_id} ({plan.experiment})")
     typer.echo("  state    glamhpc jobs")
     typer.echo(f"  cancel   glamhpc cancel {spec.name}")
+    from glamhpc.tracking.handover import delivery_step  # journals earlier jobs left behind
+
+    for line in delivery_step():
+        typer.secho(line, err=True, fg=typer.colors.YELLOW)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -52,23 +53,38 @@ def train(
         if problem:
             # Checked here so the user gets one line, not one error per rank plus torchrun's.
             fail(problem)
+        from glamhpc.rundir import RunDir, default_run_name
+
         try:
-            code = run_local(cfg, run_name, nproc)
-        except ConfigError as exc:  # a bad --run-name
+            name = run_name or default_run_name(cfg)
+            # Rank 0 takes the run's lock itself; asking here first turns a busy run directory
+            # into one line instead of a failed rank and torchrun's report.
+            with RunDir.of(cfg, name).lock(cfg.train.run_dir_mode):
+                pass
+            code = run_local(cfg, name, nproc)
+        except ConfigError as exc:  # a bad --run-name, a run directory in use
             fail(str(exc))
         raise typer.Exit(code)
+    from glamhpc.checkpoint import CheckpointError
     from glamhpc.config import ConfigError
     from glamhpc.policy.models import ModelNotAvailableError
     from glamhpc.rl.ppo import NonFiniteError
     from glamhpc.rl.trainer import train as run_training
+    from glamhpc.rundir import RunDir, default_run_name
 
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     try:
-        run_dir = run_training(cfg, run_name)
-    except (ConfigError, ModelNotAvailableError) as exc:
+        # Rank 0 holds the run directory while it trains, tracked or not (a second trainer
+        # there gets one line naming the holder); the other ranks use the name rank 0 sends.
+        name = (run_name or default_run_name(cfg)) if rank0 else run_name
+        held = RunDir.of(cfg, name).lock(cfg.train.run_dir_mode) if name and rank0 else None
+        with held or contextlib.nullcontext():
+            run_dir = run_training(cfg, name)
+    except (ConfigError, ModelNotAvailableError, CheckpointError) as exc:
         fail(str(exc))
     except NonFiniteError as exc:  # a failed run, not a usage error: exit 1 (Slurm: FAILED)
         fail(str(exc), code=1)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank0:
         _summary(run_dir)
 
 

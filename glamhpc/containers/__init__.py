@@ -2,8 +2,9 @@
 
 - ``layout``: engine names, the image layout every function agrees on, ``ContainerError``;
 - ``engines``: find/choose an engine and the pure ``build_command``;
-- ``run``: the pure ``wrap_command``/``forwarded_env``/``env_binds`` the launcher calls on a
-  compute node, and ``run_streaming``;
+- ``run``: ``job_command`` (built from the pure ``wrap_command``/``engine_env``/
+  ``forwarded_env``/``env_binds``) that the launcher calls on a compute node, and
+  ``run_streaming``;
 - ``bake``: stage a prefetched hub model into the build context (``--bake-model``);
 - ``deffile``: the Apptainer definition checker (``check_def``).
 
@@ -56,10 +57,15 @@ from glamhpc.containers.layout import (
 from glamhpc.containers.run import (
     FORWARDED_NAMES,
     FORWARDED_PREFIXES,
+    GPU_ALLOCATION_VARIABLES,
     PATH_VARIABLES,
+    ContainerJob,
+    allocated_gpus,
+    engine_env,
     env_binds,
     format_command,
     forwarded_env,
+    job_command,
     run_streaming,
     wrap_command,
 )
@@ -88,19 +94,23 @@ __all__ = [
     "ENGINES",
     "FORWARDED_NAMES",
     "FORWARDED_PREFIXES",
+    "GPU_ALLOCATION_VARIABLES",
     "IMAGE_MODEL_CACHE",
     "PATH_VARIABLES",
     "RUN_PREFERENCE",
     "CachedModel",
     "ContainerError",
+    "ContainerJob",
     "DefFile",
     "DefSection",
     "__version__",
+    "allocated_gpus",
     "build_command",
     "check_def",
     "choose_engine",
     "clear_staged",
     "def_arguments",
+    "engine_env",
     "engine_for_image",
     "env_binds",
     "find_engines",
@@ -112,6 +122,7 @@ __all__ = [
     "hub_cache_candidates",
     "hub_cache_dir",
     "inspect_cached_model",
+    "job_command",
     "missing_model_files",
     "parse_def",
     "project_root",

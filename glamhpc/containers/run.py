@@ -1,5 +1,9 @@
-"""Running commands inside an image: the pure ``wrap_command``/``forwarded_env``/``env_binds``
-that the launcher calls on a compute node, and ``run_streaming`` for the CLI's builds.
+"""Running commands inside an image: ``job_command`` (what a launcher runs on a compute node:
+the pure ``wrap_command``, ``engine_env``, ``forwarded_env`` and ``env_binds`` together) and
+``run_streaming`` for the CLI's builds.
+
+Variables reach the container by name (``--env NAME``, ``APPTAINERENV_NAME``), never as values on
+the engine's command line: node logs print that command, and ``ps`` shows it to every user.
 """
 
 from __future__ import annotations
@@ -8,14 +12,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TextIO
 
 from glamhpc.containers.engines import engine_for_image
 from glamhpc.containers.layout import APPTAINER_LIKE, ContainerError, check_engine
 
 # Variables a job needs inside the container. Under ``apptainer --cleanenv`` (and always under
-# ``docker run``) nothing from the host leaks in, so these are passed explicitly.
+# ``docker run``) nothing from the host leaks in, so these are passed explicitly, BY NAME: the
+# values never appear on the engine's command line (see ``wrap_command``/``engine_env``).
 FORWARDED_NAMES = frozenset(
     {
         # torchrun / torch.distributed rendezvous and ranks
@@ -29,20 +35,33 @@ FORWARDED_NAMES = frozenset(
         "NODE_RANK",
         "OMP_NUM_THREADS",
         "CUDA_VISIBLE_DEVICES",
+        "PYTHONUNBUFFERED",
         # scratch and temporary space chosen by the site
         "TMPDIR",
-        # Hugging Face: cache location and offline mode
+        # Hugging Face: cache location and offline mode (no HF_TOKEN: jobs read a prefetched cache)
         "HF_HOME",
         "HF_HUB_CACHE",
         "HF_HUB_OFFLINE",
         "TRANSFORMERS_OFFLINE",
         "HF_DATASETS_OFFLINE",
         "TOKENIZERS_PARALLELISM",
+        # MLflow: where runs go, how to authenticate, how the client behaves. An allow-list,
+        # not the MLFLOW_ prefix: a site's other MLFLOW_* settings stay on the host.
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_INSECURE_TLS",
+        "MLFLOW_TRACKING_SERVER_CERT_PATH",
+        "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "MLFLOW_EXPERIMENT_NAME",
     }
 )
 FORWARDED_PREFIXES = (
     "GLAMHPC_",
-    "MLFLOW_",
     "SLURM_",  # submitit's JobEnvironment and torchrun's rendezvous read these
     "SUBMITIT_",
     "TORCHELASTIC_",
@@ -51,6 +70,14 @@ FORWARDED_PREFIXES = (
     "GLOO_",
     "PET_",  # torchrun reads PET_* as defaults for its own options
 )
+
+#: Slurm's GPU allocation, most specific first: the step's GPUs, then the job's. Physical
+#: indices, which is what a Docker daemon (outside the job's cgroup) needs; CUDA_VISIBLE_DEVICES
+#: inside a cgroup-constrained job is renumbered from 0 and only the fallback outside Slurm.
+GPU_ALLOCATION_VARIABLES = ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES")
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/\-]*")  # an index, GPU-<uuid> or MIG-<uuid>
 
 
 # ----------------------------------------------------------------------------- run inside
@@ -118,28 +145,36 @@ def wrap_command(
     image: str,
     engine: str | None = None,
     binds: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
+    env: Iterable[str] | None = None,
     *,
     gpus: bool = False,
+    gpu_devices: Sequence[str] | None = None,
     workdir: str | None = None,
     user: str | None = None,
     cleanenv: bool = True,
 ) -> list[str]:
     """The argv that runs ``inner`` inside ``image`` (pure).
 
-    - apptainer/singularity: ``apptainer exec [--nv] --cleanenv --bind a,b --env K=V ...
-      [--pwd DIR] IMAGE inner...``. ``--cleanenv`` keeps the host's environment (modules,
-      conda, a different HF_HOME) out; everything the job needs comes through ``env``.
-    - docker/podman: ``docker run --rm --network host --ipc host [--gpus all] -v SRC:DST ...
-      -e K=V ... [-w DIR] [--user U] --entrypoint inner[0] IMAGE inner[1:]``. The image's
-      entrypoint is ``glamhpc``, so the first word of ``inner`` replaces it (otherwise
-      ``torchrun ...`` would run as ``glamhpc torchrun ...``). Host networking lets the
+    ``env`` names the variables to pass in (a mapping's keys: its values are not used here).
+    Their VALUES never appear on the argv, which lands in node logs and in ``ps``: the engine
+    process must be started with the environment :func:`engine_env` returns.
+
+    - apptainer/singularity: ``apptainer exec [--nv] --cleanenv --bind a,b [--pwd DIR] IMAGE
+      inner...``; the variables travel as ``APPTAINERENV_NAME`` (``SINGULARITYENV_NAME``), which
+      Apptainer applies inside even under ``--cleanenv``. ``--cleanenv`` keeps the host's
+      environment (modules, conda, a different HF_HOME) out.
+    - docker/podman: ``docker run --rm --network host --ipc host [--gpus "device=0,1"]
+      -v SRC:DST ... --env NAME ... [-w DIR] [--user U] --entrypoint inner[0] IMAGE inner[1:]``;
+      ``--env NAME`` without a value copies the variable from the docker client's environment.
+      The image's entrypoint is ``glamhpc``, so the first word of ``inner`` replaces it
+      (otherwise ``torchrun ...`` would run as ``glamhpc torchrun ...``). Host networking lets the
       rendezvous address of the node work unchanged; ``--ipc host`` gives torch the shared
-      memory that the default 64 MB /dev/shm lacks.
+      memory that the default 64 MB /dev/shm lacks. ``gpu_devices`` (indices or UUIDs) selects
+      GPUs, else all of them; ``user`` runs as that ``uid:gid`` (podman adds ``--userns keep-id``
+      so that a rootless container's files belong to the caller, not to a sub-uid).
 
     ``engine`` None picks by the image name (a .sif file or Apptainer URI: apptainer; else
     docker). ``binds`` are ``SRC[:DST[:ro]]`` (DST defaults to SRC; duplicates dropped).
-    ``env`` is passed explicitly (see ``forwarded_env``); values may contain any character.
     """
     if not inner:
         raise ContainerError("nothing to run: the inner command is empty")
@@ -151,10 +186,8 @@ def wrap_command(
         normal = f"{src}:{dst}" + (f":{opts}" if opts else "")
         if normal not in specs:
             specs.append(normal)
-    env = dict(env or {})
-    for key in env:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ContainerError(f"bad environment variable name '{key}'")
+    names = _checked_names(env or ())
+    devices = _checked_devices(gpu_devices) if gpu_devices is not None else None
     if engine in APPTAINER_LIKE:
         cmd = [engine, "exec"]
         if gpus:
@@ -163,24 +196,125 @@ def wrap_command(
             cmd.append("--cleanenv")
         if specs:
             cmd += ["--bind", ",".join(specs)]
-        for key, value in env.items():
-            cmd += ["--env", f"{key}={value}"]
         if workdir:
             cmd += ["--pwd", workdir]
         return [*cmd, image, *inner]
     cmd = [engine, "run", "--rm", "--network", "host", "--ipc", "host"]
     if gpus:
-        # Podman exposes GPUs through CDI; Docker through the NVIDIA runtime hook.
-        cmd += ["--device", "nvidia.com/gpu=all"] if engine == "podman" else ["--gpus", "all"]
+        cmd += _docker_gpus(engine, devices)
     for spec in specs:
         cmd += ["--volume", spec]
-    for key, value in env.items():
-        cmd += ["--env", f"{key}={value}"]
+    for name in names:
+        cmd += ["--env", name]
     if workdir:
         cmd += ["--workdir", workdir]
     if user:
+        if engine == "podman":
+            cmd += ["--userns", "keep-id"]
         cmd += ["--user", user]
     return [*cmd, "--entrypoint", inner[0], image, *inner[1:]]
+
+
+def engine_env(env: Mapping[str, str], engine: str) -> dict[str, str]:
+    """The variables the engine process needs so that ``env`` reaches the container (pure):
+    ``APPTAINERENV_NAME`` / ``SINGULARITYENV_NAME`` for Apptainer-like engines, the variables
+    themselves for docker/podman (read by ``--env NAME``). Add them to the process's
+    environment: an environment is private to the user, an argv is not."""
+    check_engine(engine)
+    _checked_names(env)
+    if engine in APPTAINER_LIKE:
+        prefix = f"{engine.upper()}ENV_"
+        return {prefix + key: value for key, value in env.items()}
+    return dict(env)
+
+
+def _checked_names(names: Iterable[str]) -> list[str]:
+    checked = []
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise ContainerError(f"bad environment variable name '{name}'")
+        checked.append(name)
+    return checked
+
+
+def _checked_devices(devices: Sequence[str]) -> list[str]:
+    for device in devices:
+        if not _GPU_ID.fullmatch(device):
+            raise ContainerError(f"bad GPU id '{device}': expected an index or a GPU UUID")
+    return list(devices)
+
+
+def _docker_gpus(engine: str, devices: list[str] | None) -> list[str]:
+    """Podman exposes GPUs through CDI; Docker through the NVIDIA runtime hook, whose
+    ``--gpus`` value is CSV: a device list needs the inner quotes (``"device=0,1"``)."""
+    if engine == "podman":
+        chosen = devices if devices is not None else ["all"]
+        return [arg for d in chosen for arg in ("--device", f"nvidia.com/gpu={d}")]
+    if devices is None:
+        return ["--gpus", "all"]
+    return ["--gpus", '"device=' + ",".join(devices) + '"']
+
+
+def allocated_gpus(environ: Mapping[str, str]) -> list[str] | None:
+    """The GPUs this job was given (GPU_ALLOCATION_VARIABLES, first one set), None when no
+    allocation is known (outside Slurm with CUDA_VISIBLE_DEVICES unset: every GPU)."""
+    for name in GPU_ALLOCATION_VARIABLES:
+        value = environ.get(name)
+        if value is not None and value.strip() and value.strip() != "NoDevFiles":
+            return [part.strip() for part in value.split(",") if part.strip()]
+    return None
+
+
+@dataclass(frozen=True)
+class ContainerJob:
+    """A job's command wrapped for its image, and the environment to start it with."""
+
+    argv: list[str]
+    env: dict[str, str]
+    """``environ`` plus what carries the forwarded variables into the container."""
+
+
+def job_command(
+    inner: Sequence[str],
+    image: str,
+    *,
+    environ: Mapping[str, str],
+    extra_env: Mapping[str, str] | None = None,
+    binds: Sequence[str] = (),
+    gpus: bool = False,
+    workdir: str | None = None,
+    uid_gid: tuple[int, int] | None = None,
+) -> ContainerJob:
+    """What a launcher runs on a compute node for ``inner`` inside ``image`` (pure for given
+    ``environ`` and ``uid_gid``; the latter defaults to this process's).
+
+    The forwarded variables (``forwarded_env`` of ``environ`` and ``extra_env``) are passed by
+    name, their folders bound (``env_binds``). Docker and Podman jobs run as the calling user
+    (files on the shared filesystem stay theirs, never root's) and get the GPUs of the Slurm
+    allocation, not every GPU of the node: the daemon runs outside the job's cgroup. Inside,
+    the selected GPUs are numbered from 0, so the host's CUDA_VISIBLE_DEVICES is not forwarded.
+    """
+    engine = engine_for_image(image)
+    env = forwarded_env(environ, extra_env)
+    devices = user = None
+    if engine not in APPTAINER_LIKE:
+        uid, gid = uid_gid if uid_gid is not None else (os.getuid(), os.getgid())
+        user = f"{uid}:{gid}"
+        if gpus:
+            devices = allocated_gpus(environ)
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+    argv = wrap_command(
+        inner,
+        image,
+        engine,
+        binds=[*binds, *env_binds(env)],
+        env=env,
+        gpus=gpus,
+        gpu_devices=devices,
+        workdir=workdir,
+        user=user,
+    )
+    return ContainerJob(argv, {**environ, **(extra_env or {}), **engine_env(env, engine)})
 
 
 # ----------------------------------------------------------------------------- running

@@ -7,9 +7,14 @@
 #   cluster.sh down [--purge]     cancel the cluster's jobs, stop ONLY the daemons we started
 #   cluster.sh status             daemons, nodes and their state
 #
-# Everything lives under $GLAMHPC_SLURM_DIR (default /tmp/glamhpc-slurm): configs, state, logs,
+# Everything lives under $GLAMHPC_SLURM_DIR (default /var/lib/glamhpc-slurm): configs, state, logs,
 # the database and one pid file per daemon we started. `down` signals exactly those pids (TERM,
 # then KILL), after checking that each pid still runs the program we started (pids get reused).
+# Root acts on what that folder says (pids to signal, configs its daemons load), so `up` and
+# `down` refuse one that another user owns or could write to (or a symlink): a predictable
+# world-writable place like /tmp would let any local user plant them first. The folder stays
+# world-readable (0755) because every user's sbatch/sinfo reads etc/slurm.conf; the database
+# password is random, made on the first `up`, and kept 0600 (etc/db-password, slurmdbd.conf).
 # State (job ids, accounting) survives down/up so job ids never repeat: submitit names its files
 # by job id, and a reused id could make a new job read an old job's result. `down --purge` wipes it.
 #
@@ -20,7 +25,9 @@
 # plain pip install; slurm/cluster.sh in the repository is a symlink to it.
 set -euo pipefail
 
-RUN_DIR="${GLAMHPC_SLURM_DIR:-/tmp/glamhpc-slurm}"
+RUN_DIR="${GLAMHPC_SLURM_DIR:-/var/lib/glamhpc-slurm}"
+# Where glamhpc <= 0.1 kept it: a cluster started from there is stopped from there.
+LEGACY_RUN_DIR=/tmp/glamhpc-slurm
 CPUS_PER_NODE="${GLAMHPC_SLURM_CPUS:-$(nproc)}"
 CTLD_PORT="${GLAMHPC_SLURM_CTLD_PORT:-6817}"
 DBD_PORT="${GLAMHPC_SLURM_DBD_PORT:-6819}"
@@ -35,6 +42,7 @@ DBD_CONF="$RUN_DIR/etc/slurmdbd.conf"
 PIDS="$RUN_DIR/pids"
 LOGS="$RUN_DIR/log"
 DB_DIR="$RUN_DIR/mysql"
+DB_PASSWORD_FILE="$RUN_DIR/etc/db-password"
 SYSTEM_CONF=/etc/slurm/slurm.conf
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
@@ -50,6 +58,54 @@ usage() {
 
 need_root() {
     [[ $(id -u) -eq 0 ]] || die "the local cluster runs its daemons as root; run as root (or sudo)"
+}
+
+# The run folder: created root-owned 0755 when missing; refused when a symlink, not owned by
+# root, writable by group or others, or inside a folder others may write to without the sticky
+# bit (they could swap it). Checked before anything in it is read as root.
+secure_run_dir() {
+    local dir=$RUN_DIR parent owner mode
+    [[ $dir == /* ]] || die "GLAMHPC_SLURM_DIR must be an absolute path, got '$dir'"
+    parent=$(dirname "$dir")
+    [[ -d $parent && ! -L $parent ]] || die "$parent (the folder above $dir) must be an existing folder"
+    owner=$(stat -c %u "$parent")
+    mode=$(stat -c %a "$parent")
+    if [[ $owner != 0 ]] || { ((8#$mode & 8#022)) && ! ((8#$mode & 8#1000)); }; then
+        die "$parent is writable by other users: choose GLAMHPC_SLURM_DIR inside a root-owned folder"
+    fi
+    if [[ ! -e $dir && ! -L $dir ]]; then
+        install -d -m 0755 -o root -g root "$dir"
+    fi
+    [[ -d $dir && ! -L $dir ]] || die "$dir is not a folder (a symlink?): remove it or set GLAMHPC_SLURM_DIR"
+    owner=$(stat -c %u "$dir")
+    mode=$(stat -c %a "$dir")
+    if [[ $owner != 0 ]] || ((8#$mode & 8#022)); then
+        die "$dir belongs to uid $owner with mode $mode: the cluster needs a folder only root can write; remove it or set GLAMHPC_SLURM_DIR"
+    fi
+}
+
+# A cluster an older glamhpc started from /tmp keeps running from there; say how to stop it.
+legacy_cluster_note() {
+    [[ -z ${GLAMHPC_SLURM_DIR:-} && $RUN_DIR != "$LEGACY_RUN_DIR" ]] || return 0
+    compgen -G "$LEGACY_RUN_DIR/pids/*.pid" >/dev/null || return 0
+    log "note: a cluster started by an older glamhpc may still run from $LEGACY_RUN_DIR; stop it with: GLAMHPC_SLURM_DIR=$LEGACY_RUN_DIR $0 down"
+}
+
+# The MariaDB password of slurmdbd: random, made once, readable by root only.
+db_password() {
+    if [[ ! -s $DB_PASSWORD_FILE ]]; then
+        local random
+        # A bounded read, no `tr </dev/urandom | head`: under pipefail tr's SIGPIPE would fail it.
+        random=$(LC_ALL=C tr -dc 'A-Za-z0-9' < <(head -c 1024 /dev/urandom))
+        ((${#random} >= 32)) || die "could not read enough randomness from /dev/urandom"
+        (
+            umask 077
+            printf '%s' "${random:0:32}" >"$DB_PASSWORD_FILE.tmp"
+            mv -f "$DB_PASSWORD_FILE.tmp" "$DB_PASSWORD_FILE"
+        )
+    fi
+    chmod 600 "$DB_PASSWORD_FILE"
+    cat "$DB_PASSWORD_FILE"
 }
 
 need_binaries() {
@@ -168,8 +224,11 @@ node_names() {
 # ----------------------------------------------------------------------------- configuration
 
 write_configs() {
-    local nodes=$1 mem i
+    local nodes=$1 mem i password
     mkdir -p "$RUN_DIR/etc" "$RUN_DIR/state" "$RUN_DIR/spool" "$RUN_DIR/run" "$LOGS" "$PIDS"
+    # slurmctld's state is its own; the spool stays 0755: job steps run as their user from it.
+    chmod 700 "$RUN_DIR/state"
+    password=$(db_password)
     # Memory is not enforced (no cgroups); advertising the host's memory lets --mem requests pass.
     mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     {
@@ -235,7 +294,7 @@ write_configs() {
         echo "StorageHost=127.0.0.1"
         echo "StoragePort=$DB_PORT"
         echo "StorageUser=slurm"
-        echo "StoragePass=glamhpc"
+        echo "StoragePass=$password"
         echo "StorageLoc=slurm_acct_db"
     } >"$DBD_CONF"
     umask 022
@@ -286,7 +345,8 @@ start_munge() {
 }
 
 db_query() {
-    mariadb --no-defaults --protocol=socket --socket="$DB_DIR/mysqld.sock" -uroot -e "$1"
+    # SQL on stdin, not -e: statements may carry the password, and argv is visible to everyone.
+    mariadb --no-defaults --protocol=socket --socket="$DB_DIR/mysqld.sock" -uroot <<<"$1"
 }
 
 start_mariadb() {
@@ -305,9 +365,14 @@ start_mariadb() {
         --bind-address=127.0.0.1 --port="$DB_PORT" --log-error="$DB_DIR/mysqld.err" \
         --skip-name-resolve --innodb-buffer-pool-size=32M --innodb-log-file-size=16M
     wait_for mariadb "MariaDB on port $DB_PORT" 60 db_query "SELECT 1"
+    local password
+    password=$(db_password)
+    # ALTER as well as CREATE: a database made by an older script has the old fixed password.
     db_query "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'glamhpc';
-        CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'glamhpc';
+        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+        CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$password';
+        ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+        ALTER USER 'slurm'@'localhost' IDENTIFIED BY '$password';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
 }
@@ -357,6 +422,8 @@ cmd_up() {
     fi
     need_root
     need_binaries
+    secure_run_dir
+    legacy_cluster_note
 
     if pid_alive slurmctld; then
         local have
@@ -446,7 +513,9 @@ cmd_down() {
         esac
     done
     need_root
+    [[ -d $RUN_DIR || -L $RUN_DIR ]] && secure_run_dir
     [[ -d $PIDS ]] || {
+        legacy_cluster_note
         log "nothing to stop ($RUN_DIR has no pid files)"
         ((purge == 0)) || rm -rf "$RUN_DIR"
         return 0

@@ -62,6 +62,9 @@ def load_model_state(
 
         msd, osd = get_state_dict(model, optimizer)
         state = {"model": msd, "optim": osd}
+        # Risk, accepted: torch's DCP format pickles its `dcp/.metadata` and dcp.load unpickles
+        # it (tensors themselves load with weights_only). The manifest was verified first, but
+        # it sits in the same folder: keep run directories private (docs/CONTRACTS.md, Trust).
         dcp.load(state, checkpoint_id=str(folder / "dcp"))
         set_state_dict(
             model,

@@ -7,7 +7,6 @@ suite item (candidates differ between items: synonym actions, French).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,7 +90,15 @@ def baseline_spec(name: str, history: int = 3) -> AgentSpec:
 
 
 def model_spec(name: str, history: int = 3, scoring: str = "glam", **options: Any) -> AgentSpec:
-    """A pretrained model without fine-tuning (the zero-shot baseline)."""
+    """A pretrained model without fine-tuning (the zero-shot baseline).
+
+    A folder that carries a glamhpc manifest (an export given as --model) is verified as
+    --checkpoint would; a plain Hugging Face folder has none to check."""
+    from glamhpc.checkpoint import MANIFEST
+    from glamhpc.evaluate.verify import verify_model_folder
+
+    if (Path(name) / MANIFEST).is_file():
+        verify_model_folder(Path(name).expanduser().resolve())
     label = f"zero-shot:{Path(name).name if Path(name).is_dir() else name}"
     return AgentSpec(
         kind="glam",
@@ -137,18 +144,21 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
 def checkpoint_spec(path: str | Path, run_id: str | None = None, **options: Any) -> AgentSpec:
     """The exported model of a finished run (``run_dir`` or ``run_dir/model``).
 
+    The folder is verified first (`glamhpc.evaluate.verify`): its manifest, finite weights and
+    a well-formed ``glamhpc.json``.
+
     Raises:
-        EvalError: missing path, an unfinished run, unreadable metadata, or a model folder
-            without weights.
+        EvalError: missing path, an unfinished run, a folder that fails verification,
+            unreadable metadata, or a model folder without weights.
     """
+    from glamhpc.evaluate.verify import read_meta, verify_model_folder
+
     folder = _model_folder(Path(path).expanduser().resolve())
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"cannot read {folder / META_FILE}: {exc}") from None
+    verify_model_folder(folder)  # before anything in it is read or loaded
+    meta = read_meta(folder)
     if not (folder / "config.json").is_file():
         raise EvalError(f"model folder {str(folder)!r} has no config.json (incomplete export)")
-    space = meta.get("action_space")
+    space = meta.action_space
     if space is not None:
         try:
             env_actions(space)
@@ -162,10 +172,10 @@ def checkpoint_spec(path: str | Path, run_id: str | None = None, **options: Any)
         label=label,
         model=str(folder),
         trained_action_space=space,
-        history=int(meta.get("history", 3)),
-        scoring=str(meta.get("scoring", "glam")),
+        history=meta.history,
+        scoring=meta.scoring,
         fix_grammar=bool(env_cfg.get("fix_grammar", False)),
-        frames=int(meta["frames"]) if "frames" in meta else None,
+        frames=meta.frames,
         run_dir=str(run_dir) if run_dir is not None else None,
         run_id=run_id,
         source=f"run:{run_id}" if run_id else f"checkpoint:{folder}",
@@ -212,12 +222,12 @@ def training_level(spec: AgentSpec) -> str | None:
     """Level a checkpoint was trained on (its default evaluation level), if known."""
     if spec.model is None or spec.trained_action_space is None:
         return None
-    meta_path = Path(spec.model) / META_FILE
+    from glamhpc.evaluate.verify import read_meta
+
     try:
-        level = json.loads(meta_path.read_text()).get("level")
-    except (OSError, ValueError):
+        return read_meta(Path(spec.model)).level
+    except EvalError:
         return None
-    return str(level) if level else None
 
 
 def check_compatible(spec: AgentSpec, item: SuiteItem) -> None:
@@ -339,6 +349,8 @@ def load_agent(spec: AgentSpec) -> LoadedAgent:
     """
     if spec.kind != "glam":
         return LoadedAgent(spec)
+    from safetensors import SafetensorError
+
     from glamhpc.policy.models import ModelNotAvailableError, load_model
 
     assert spec.model is not None
@@ -353,6 +365,8 @@ def load_agent(spec: AgentSpec) -> LoadedAgent:
         )
     except ModelNotAvailableError as exc:
         raise EvalError(str(exc)) from None
+    except SafetensorError as exc:  # e.g. a truncated file in a --model folder
+        raise EvalError(f"cannot load the weights of {spec.model}: {exc}") from None
     return LoadedAgent(spec, model, tokenizer)
 
 

@@ -10,8 +10,11 @@ num_envs, seed, greedy) only: not on the number of parts, ranks or array tasks.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glamhpc.envs.suites import SUITES, SuiteItem, get_suite
@@ -19,6 +22,7 @@ from glamhpc.evaluate.agents import AgentSpec, EvalError, LoadedAgent, check_com
 from glamhpc.evaluate.episodes import TEST_SEED_BASE, Episode, play_episodes, stream_quotas
 from glamhpc.evaluate.parts import merge_parts, part_streams
 from glamhpc.evaluate.stats import ItemSummary, KindSummary, kind_summaries, summarize
+from glamhpc.fsutil import atomic_write_json
 
 if TYPE_CHECKING:
     from glamhpc.distributed import DistContext
@@ -293,25 +297,90 @@ def submit_slurm(
     """Run ``tasks`` as a Slurm array job (one task per part) and return their outputs.
 
     submitit pickles each PartTask to the shared job folder; array tasks load the agent
-    themselves. `glamhpc.launch.eval_array` submits the array and records it, so `glamhpc jobs`
-    lists it and `glamhpc cancel` stops it.
+    themselves and write their episodes as JSON (`run_part_to_file`), which is what is read
+    back here: submitit's pickled return values (``job.result()``) are never unpickled, so a
+    file planted in the job folder cannot run code in this process. `glamhpc.launch.eval_array`
+    submits the array and records it, so `glamhpc jobs` lists it and `glamhpc cancel` stops it.
     """
     from glamhpc.config import ConfigError
     from glamhpc.launch.eval_array import submit_eval_array
     from glamhpc.launch.executors import LaunchError
 
     try:
-        array = submit_eval_array(run_part, tasks, tasks[0].agent.label, options)
+        array = submit_eval_array(run_part_to_file, tasks, tasks[0].agent.label, options)
     except (ConfigError, LaunchError) as exc:
         raise EvalError(str(exc)) from None
     print(f"submitted {len(array.jobs)} array tasks (job {array.job_id}); waiting")
+    outputs = []
+    for job in array.jobs:
+        job.wait()  # polls Slurm and the result file's existence; unpickles nothing
+        outputs.append(read_part_file(Path(options.folder), str(job.job_id)))
+    return outputs
+
+
+#: Seconds a finished task's JSON may take to show up on a shared filesystem (NFS caching).
+PART_FILE_GRACE_S = 30.0
+
+
+def part_file(folder: Path, job_id: str) -> Path:
+    return folder / f"{job_id}_episodes.json"
+
+
+def run_part_to_file(task: PartTask) -> str:
+    """What an evaluation array task runs: its part, written as JSON next to submitit's files."""
+    import submitit
+
+    env = submitit.JobEnvironment()
+    path = part_file(env.paths.folder, str(env.job_id))
+    out = run_part(task)
+    atomic_write_json(path, {key: [asdict(e) for e in eps] for key, eps in out.items()})
+    return str(path)
+
+
+def read_part_file(
+    folder: Path, job_id: str, grace_s: float = PART_FILE_GRACE_S
+) -> dict[str, list[Episode]]:
+    """A finished task's episodes (checked field by field).
+
+    Raises:
+        EvalError: no file (the task failed or was cancelled) or not what a task writes.
+    """
+    path = part_file(folder, job_id)
+    deadline = time.monotonic() + grace_s
+    while not path.is_file() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    failed = f"evaluation array task {job_id} failed; its log is in {folder}"
     try:
-        return [job.result() for job in array.jobs]
-    except Exception as exc:  # a task failure surfaces as submitit's FailedJobError
-        raise EvalError(
-            f"an evaluation array task failed ({type(exc).__name__}); its log is in "
-            f"{options.folder}"
-        ) from None
+        data = json.loads(path.read_text())
+    except OSError:
+        raise EvalError(f"{failed} (it wrote no {path.name})") from None
+    except ValueError as exc:
+        raise EvalError(f"{failed} ({path.name} is not JSON: {exc})") from None
+    try:
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        return {str(key): [_episode(e) for e in eps] for key, eps in data.items()}
+    except (TypeError, ValueError) as exc:
+        raise EvalError(f"{path} is not an evaluation part's output ({exc})") from None
+
+
+#: Episode's annotations (strings under `from __future__ import annotations`) -> JSON types.
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "bool": bool,
+    "float": (int, float),
+    "str": str,
+}
+
+
+def _episode(record: Any) -> Episode:
+    if not isinstance(record, dict) or set(record) != {f.name for f in fields(Episode)}:
+        raise ValueError(f"bad episode record {record!r:.80}")
+    episode = Episode(**record)
+    for f in fields(Episode):
+        if not isinstance(getattr(episode, f.name), _FIELD_TYPES[str(f.type)]):
+            raise ValueError(f"episode field {f.name}={getattr(episode, f.name)!r:.40}")
+    return episode
 
 
 def evaluate_distributed(

@@ -19,7 +19,12 @@ from typing import Any
 
 import submitit
 
-from glamhpc.launch.resources import Resources, local_parameters, slurm_parameters
+from glamhpc.launch.resources import (
+    Resources,
+    check_batch_strings,
+    local_parameters,
+    slurm_parameters,
+)
 
 
 class LaunchError(RuntimeError):
@@ -96,6 +101,7 @@ def render_sbatch(
     params.update(extra)
     if array_size is not None and array_size > 1:
         params["map_count"] = array_size
+    check_batch_strings({**params, "folder": folder})
     return _make_sbatch_string(command=submitit_command(folder), folder=folder, **params)
 
 
@@ -105,9 +111,11 @@ def make_executor(
     """A configured submitit executor writing its pickles and node logs into ``folder``."""
     if res.executor == "slurm":
         require_slurm()
-        executor: Any = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
         params = slurm_parameters(res, job_name)
         params.update(extra)
+        # The folder lands on the #SBATCH --output/--error lines (unquoted).
+        check_batch_strings({**params, "folder": folder})
+        executor: Any = submitit.SlurmExecutor(folder=folder, max_num_timeout=res.max_requeues)
         executor.update_parameters(**params)
         return executor
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=res.max_requeues)

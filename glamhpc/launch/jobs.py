@@ -11,7 +11,6 @@ cancelling `glamhpc.launch.cancel`; both ask this module for states.
 from __future__ import annotations
 
 import getpass
-import pickle
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from glamhpc.launch import registry
 from glamhpc.launch.executors import LaunchError, slurm_command
+from glamhpc.launch.job_result import read_result
 from glamhpc.launch.resources import parse_job_name
 
 #: Slurm states after which a job will not run again (REQUEUED and PREEMPTED may).
@@ -183,15 +183,10 @@ def local_state(record: registry.JobRecord, job_id: str | None = None) -> str:
     job_id = job_id or record.job_id
     if local_alive(job_id):
         return "RUNNING"
-    result = Path(record.folder) / f"{job_id}_0_result.pkl"
-    if result.is_file():
-        try:
-            with result.open("rb") as fh:
-                outcome = pickle.load(fh)
-            return "COMPLETED" if outcome[0] == "success" else "FAILED"
-        except Exception:
-            return "ENDED"
-    return "ENDED"
+    # Our own JSON result only: submitit's ``*_result.pkl`` in the same folder is never
+    # unpickled here (a planted pickle would run its code in the user's shell).
+    result = read_result(Path(record.folder), job_id)
+    return result.state if result is not None else "ENDED"
 
 
 def _elapsed(start_iso: str) -> str:
@@ -247,6 +242,9 @@ def list_jobs(since: str = "now-2days") -> tuple[list[JobRow], list[str]]:
     else:
         notes.append("Slurm is not installed here: showing local jobs only")
     rows += local_rows()
+    from glamhpc.tracking.handover import undelivered_notes  # runs whose jobs gave up waiting
+
+    notes += undelivered_notes()
     return rows, notes
 
 

@@ -45,6 +45,7 @@ from glamhpc.launch.torchrun import Rendezvous, RunSpec, torchrun_argv
 from glamhpc.policy.hubcache import TINY_T5, inspect_cached_model, tiny_t5_builds
 from glamhpc.policy.shapes import T5Shape, flan_t5_shape, param_count, tiny_t5_shape
 from glamhpc.rundir import DONE_MARKER, RunDir, check_run_name, default_run_name
+from glamhpc.secrets import redact_text
 from glamhpc.tracking import tracking_uri
 
 GB = 1e9
@@ -390,7 +391,8 @@ def _memory_lines(plan: RunPlan) -> list[str]:
 def format_plan(plan: RunPlan, memory: bool = False) -> str:
     """Human-readable plan: what runs where, the ranks, and the batch script for Slurm.
 
-    ``memory`` adds the per-rank memory estimate (--dry-run asks for it).
+    ``memory`` adds the per-rank memory estimate (--dry-run asks for it). Secrets in the
+    batch script's setup lines are masked (glamhpc.secrets.redact_text).
     """
     res = plan.resources
     device = (
@@ -418,4 +420,6 @@ def format_plan(plan: RunPlan, memory: bool = False) -> str:
     lines += [f"note         {note}" for note in plan.notes]
     if res.executor == "slurm":
         lines += ["", "# sbatch script", render_sbatch(res, plan.folder, plan.job_name)]
-    return "\n".join(lines)
+    # Printed (and pasted into tickets): launch.setup secrets and URI credentials masked; the
+    # script sbatch receives keeps them.
+    return redact_text("\n".join(lines))

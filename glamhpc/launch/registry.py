@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from glamhpc.secrets import strip_credentials
 
 
 def state_dir() -> Path:
@@ -63,11 +65,17 @@ class JobRecord:
 
 
 def append(record: JobRecord) -> None:
+    """Append ``record``; its tracking URI is stored without credentials, and the file (paths,
+    run names, tracking servers of one user) is readable by its owner only."""
     path = registry_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if record.tracking_uri:
+        record = replace(record, tracking_uri=strip_credentials(record.tracking_uri))
     data = (record.to_json() + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)  # a registry created by an older glamhpc was 0644
         os.write(fd, data)
     finally:
         os.close(fd)

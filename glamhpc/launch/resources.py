@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from glamhpc.config import (
@@ -18,6 +19,7 @@ from glamhpc.config import (
     env_split_problem,
     training_precision_problem,
 )
+from glamhpc.inputs.names import check_batch_text, sbatch_key_problem
 
 #: Prefix of every Slurm job name glamhpc submits: `glamhpc jobs` and `cancel` select by it, so
 #: a user's other jobs are never listed or touched.
@@ -211,7 +213,25 @@ def slurm_parameters(res: Resources, job_name: str) -> dict[str, Any]:
         "additional_parameters": dict(res.extra_sbatch) or None,
     }
     params.update({k: v for k, v in optional.items() if v is not None})
+    check_batch_strings(params)
     return params
+
+
+def check_batch_strings(params: dict[str, Any]) -> None:
+    """Last guard before submitit writes ``#SBATCH`` lines from ``params``: no control character
+    in any value or option name (the schema refuses them first; this covers every other way
+    a string gets here). ``setup`` is exempt: its lines are shell by design."""
+    for key, value in params.items():
+        if key == "setup":
+            continue
+        if isinstance(value, dict):
+            for option, text in value.items():
+                problem = sbatch_key_problem(str(option))
+                if problem:
+                    raise ConfigError(problem)
+                check_batch_text(str(text), f"sbatch option {option}")
+        elif isinstance(value, (str, Path)):
+            check_batch_text(str(value), f"sbatch {key.replace('_', '-')}")
 
 
 def local_parameters(res: Resources) -> dict[str, Any]:
@@ -231,7 +251,9 @@ def local_parameters(res: Resources) -> dict[str, Any]:
 
 
 def job_name(kind: str, name: str) -> str:
-    """``glamhpc:<run>``, ``glamhpc-sweep:<sweep>``, ...: recognisable in squeue and sacct."""
+    """``glamhpc:<run>``, ``glamhpc-sweep:<sweep>``, ...: recognisable in squeue and sacct.
+    ``name`` is checked here too: it lands on an ``#SBATCH --job-name`` line."""
+    check_batch_text(name, "job name")
     prefix = JOB_NAME_PREFIX if kind == "run" else f"{JOB_NAME_PREFIX}-{kind}"
     return f"{prefix}:{name}"
 

@@ -22,6 +22,7 @@ from typing import Any
 from glamhpc.config import Config
 from glamhpc.launch import registry
 from glamhpc.launch.executors import make_executor, sbatch_errors
+from glamhpc.launch.job_result import recorded
 from glamhpc.launch.resources import Resources, job_name, resolve
 from glamhpc.rundir import RunDir
 
@@ -51,28 +52,37 @@ class SmokeJob:
         self.resources = resources
 
     def argv(self, spec: SmokeSpec) -> list[str]:
+        return self.command(spec)[0]
+
+    def command(self, spec: SmokeSpec) -> tuple[list[str], dict[str, str]]:
+        """The node's command and its environment (container variables travel by name)."""
         res = self.resources
         python = "python3" if res.container else sys.executable
         argv = [python, "-m", "glamhpc", "train", spec.config_path, "--smoke"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if not res.container:
-            return argv
-        from glamhpc.containers import env_binds, forwarded_env, wrap_command
+            return argv, env
+        from glamhpc.containers import job_command
 
-        env = forwarded_env(extra={"PYTHONUNBUFFERED": "1"})
-        binds = [spec.workdir, str(Path(spec.config_path).parent), *env_binds(env)]
-        return wrap_command(
+        wrapped = job_command(
             argv,
             res.container,
-            binds=binds,
-            env=env,
+            environ=env,
+            binds=[spec.workdir, str(Path(spec.config_path).parent)],
             gpus=res.gpus_per_node > 0,
             workdir=spec.workdir,
         )
+        return wrapped.argv, wrapped.env
 
     def __call__(self, spec: SmokeSpec) -> SmokeOutcome:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # A JSON result for `glamhpc jobs`, which never unpickles submitit's result file.
+        with recorded():
+            return self._check(spec)
+
+    def _check(self, spec: SmokeSpec) -> SmokeOutcome:
+        argv, env = self.command(spec)
         proc = subprocess.run(
-            self.argv(spec),
+            argv,
             cwd=spec.workdir,
             env=env,
             stdout=subprocess.PIPE,
@@ -104,6 +114,8 @@ class SubmittedSmoke:
     job: Any
 
     def outcome(self) -> SmokeOutcome:
+        # Risk, accepted: submitit unpickles the job's result file from <run dir>/launch. Only
+        # this process's own job, in a run directory it just created (docs/CONTRACTS.md, Trust).
         result: SmokeOutcome = self.job.result()
         return result
 

@@ -8,7 +8,11 @@ here: rank 0 of the job creates it (or resumes it), so a rejected job cannot lea
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +27,9 @@ from glamhpc.launch.executors import (
     slurm_command,
 )
 from glamhpc.launch.plan import RunPlan
+from glamhpc.launch.resources import Resources
 from glamhpc.launch.torchrun import JobOutcome, TorchrunJob
+from glamhpc.secrets import redact_text, redacted
 
 
 @dataclass
@@ -62,10 +68,16 @@ def submit_run(plan: RunPlan) -> Submitted:
         )
     created = _create_dirs(plan.run_dir, plan.folder)
     try:
-        plan.run.write_launch_snapshot(plan.cfg)
+        # The batch script holds launch.setup as written (it is shell: the real secrets): only
+        # its owner may read it or anything else submitit writes here (pickles, node logs).
+        os.chmod(plan.folder, 0o700)
+        # The ranks read the snapshot; they need neither the setup nor URI credentials (those
+        # reach them through the environment, glamhpc.tracking.uri.resolve_uri).
+        plan.run.write_launch_snapshot(redacted(plan.cfg))
         executor = make_executor(res, plan.folder, plan.job_name)
-        with sbatch_errors():
-            job = executor.submit(TorchrunJob(res), plan.spec)
+        with sbatch_errors(), private_files():
+            # The node task only runs torchrun: its pickled copy needs no setup secrets.
+            job = executor.submit(TorchrunJob(stored_resources(res)), plan.spec)
     except BaseException:
         for path in reversed(created):
             shutil.rmtree(path, ignore_errors=True)
@@ -85,6 +97,23 @@ def submit_run(plan: RunPlan) -> Submitted:
         )
     )
     return Submitted(str(job.job_id), plan, job)
+
+
+def stored_resources(res: Resources) -> Resources:
+    """``res`` as it may be pickled into the job folder: ``setup`` redacted (only the batch
+    script, written by submitit from the executor's parameters, runs it)."""
+    return dataclasses.replace(res, setup=tuple(redact_text(line) for line in res.setup))
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created inside the block are readable by their owner only (umask 077): submitit's
+    batch script carries launch.setup, its pickles the job's arguments."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def _create_dirs(*paths: Path) -> list[Path]:

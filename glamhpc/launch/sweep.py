@@ -39,12 +39,19 @@ from glamhpc.launch.executors import (
     sbatch_errors,
     slurm_command,
 )
-from glamhpc.launch.resources import Resources, apply_cli_options, job_name, resolve
-from glamhpc.launch.submit import refuse_if_active
+from glamhpc.launch.resources import (
+    Resources,
+    apply_cli_options,
+    check_batch_strings,
+    job_name,
+    resolve,
+)
+from glamhpc.launch.submit import private_files, refuse_if_active, stored_resources
 from glamhpc.launch.sweep_driver import LocalSweepDriver, finalize_sweep
-from glamhpc.launch.sweep_file import Element, SweepSpec, element_config, expand
+from glamhpc.launch.sweep_file import MAX_SWEEP_SIZE, Element, SweepSpec, element_config, expand
 from glamhpc.launch.torchrun import JobOutcome, RunSpec, TorchrunJob
-from glamhpc.rundir import RunDir
+from glamhpc.rundir import RunDir, check_inside, private_dir, run_root
+from glamhpc.secrets import redact_text, redacted
 from glamhpc.tracking import tracking_uri
 
 
@@ -72,15 +79,17 @@ def plan_sweep(
     spec: SweepSpec,
     max_parallel: int | None = None,
     workdir: Path | None = None,
+    max_size: int | None = None,
     **launch_options: Any,
 ) -> SweepPlan:
-    """Resolve every element's config (all are validated before anything is written)."""
+    """Resolve every element's config (all are validated before anything is written); more
+    than ``max_size`` elements (default MAX_SWEEP_SIZE) are refused before any is built."""
     workdir = (workdir or Path.cwd()).resolve()
     base_data = apply_overrides(read_yaml(spec.base) if spec.base else {}, spec.overrides)
     base_cfg = apply_cli_options(config_from_dict(base_data), **launch_options)
     base_data = base_cfg.model_dump(mode="json")
     res = resolve(base_cfg)
-    elements = expand(spec)
+    elements = expand(spec, max_size or MAX_SWEEP_SIZE)
     uri = tracking_uri(base_cfg)
     configs, run_specs = [], []
     for element in elements:
@@ -100,9 +109,10 @@ def plan_sweep(
             raise ConfigError(f"sweep element {element.index}: {precision}")
         cfg.tracking.uri = uri
         configs.append(cfg)
-    folder = (
-        workdir / base_cfg.train.run_root / base_cfg.experiment / "sweeps" / spec.name
-    ).resolve()
+    folder = check_inside(
+        workdir / base_cfg.train.run_root / base_cfg.experiment / "sweeps" / spec.name,
+        run_root(base_cfg, workdir),
+    )
     for element, cfg in zip(elements, configs, strict=True):
         name = f"{spec.name}-{element.index:03d}"
         run = RunDir.of(cfg, name, workdir)
@@ -154,7 +164,7 @@ def format_sweep_plan(plan: SweepPlan) -> str:
             array_parallelism=plan.max_parallel,
         )
         lines += ["", "# sbatch script (one array)", script]
-    return "\n".join(lines)
+    return redact_text("\n".join(lines))  # launch.setup secrets masked, as in submit's plan
 
 
 @dataclass
@@ -187,7 +197,8 @@ def submit_sweep(plan: SweepPlan) -> SubmittedSweep:
         require_slurm()
         refuse_if_active(plan.job_name, f"sweep {plan.spec.name}")
     created = not plan.folder.exists()
-    plan.folder.mkdir(parents=True, exist_ok=True)
+    # Element configs, submitit's pickles and logs: as private as the runs themselves.
+    private_dir(plan.folder, plan.base_cfg.train.run_dir_mode)
     parent: str | None = None
     try:
         if plan.base_cfg.tracking.enabled:
@@ -200,7 +211,7 @@ def submit_sweep(plan: SweepPlan) -> SubmittedSweep:
             )
         specs = []
         for element, cfg, run in zip(plan.elements, plan.configs, plan.run_specs, strict=True):
-            atomic_write_text(Path(run.config_path), to_yaml(cfg))
+            atomic_write_text(Path(run.config_path), to_yaml(redacted(cfg)))
             tags = {
                 **sweep_tags(element.values),
                 "sweep": plan.spec.name,
@@ -243,8 +254,8 @@ def _submit_slurm_array(
 ) -> SubmittedSweep:
     res = plan.resources
     executor = make_executor(res, plan.folder, plan.job_name, array_parallelism=plan.max_parallel)
-    job_fn = TorchrunJob(res)
-    with sbatch_errors():
+    job_fn = TorchrunJob(stored_resources(res))
+    with sbatch_errors(), private_files():
         jobs = executor.map_array(job_fn, specs)
     array_id = str(jobs[0].job_id).split("_")[0]
     finalizer_id = None
@@ -295,6 +306,7 @@ def _submit_finalizer(
         value = getattr(res, key)
         if value:
             params[key] = value
+    check_batch_strings({**params, "folder": plan.folder})
     executor.update_parameters(**params)
     with sbatch_errors():
         job = executor.submit(

@@ -24,15 +24,21 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from glamhpc.config import Config, ConfigError, config_from_dict, read_yaml
-from glamhpc.rundir import check_run_name
+from glamhpc.inputs.errors import show
+from glamhpc.inputs.names import BASE_NAME_MAX, check_name
 
 _SWEEP_KEYS = {"name", "base", "set", "grid", "zip", "seeds", "max_parallel"}
+
+#: Most elements a sweep may have unless `glamhpc sweep --max-size` says otherwise: a typo in a
+#: grid (one list too many) should not become thousands of jobs and run directories.
+MAX_SWEEP_SIZE = 1024
 
 
 @dataclass
@@ -67,7 +73,9 @@ def _lists(section: Any, what: str, path: Path) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for key, values in section.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: {what}.{key} must be a non-empty list, got {values!r}")
+            raise ConfigError(
+                f"{path}: {what}.{show(key)} must be a non-empty list, got {show(values)}"
+            )
         out[str(key)] = values
     return out
 
@@ -75,11 +83,11 @@ def _lists(section: Any, what: str, path: Path) -> dict[str, list[Any]]:
 def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     """Read and check a sweep file (errors name the file and the key)."""
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, "sweep file")
     unknown = set(data) - _SWEEP_KEYS
     if unknown:
         raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+            f"{path}: unknown key(s) {show(sorted(map(str, unknown)))}; allowed: "
             + ", ".join(sorted(_SWEEP_KEYS))
         )
     base = data.get("base")
@@ -97,7 +105,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         raise ConfigError(f"{path}: 'zip' lists must have the same length ({sizes})")
     seeds = data.get("seeds") or []
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: 'seeds' must be a list of integers, got {seeds!r}")
+        raise ConfigError(f"{path}: 'seeds' must be a list of integers, got {show(seeds)}")
     both = (set(grid) & set(zipped)) | ({"seed"} & (set(grid) | set(zipped)) if seeds else set())
     if both:
         raise ConfigError(f"{path}: {', '.join(sorted(both))} set twice (grid/zip/seeds)")
@@ -105,7 +113,8 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise ConfigError(f"{path}: max_parallel must be a positive integer")
     sweep_name = name or data.get("name") or path.stem
-    check_run_name(str(sweep_name))
+    # The one name rule: the sweep names a folder, a job and (with an index) its runs.
+    check_name(str(sweep_name), "sweep name", BASE_NAME_MAX)
     return SweepSpec(
         name=str(sweep_name),
         base=base_path,
@@ -117,8 +126,23 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     )
 
 
-def expand(spec: SweepSpec) -> list[Element]:
-    """grid (cartesian, keys in file order) x zip rows x seeds -> numbered elements (pure)."""
+def sweep_size(spec: SweepSpec) -> int:
+    """How many elements ``spec`` expands to (counted, not enumerated)."""
+    rows = len(next(iter(spec.zipped.values()))) if spec.zipped else 1
+    return math.prod(len(v) for v in spec.grid.values()) * rows * max(1, len(spec.seeds))
+
+
+def expand(spec: SweepSpec, max_size: int = MAX_SWEEP_SIZE) -> list[Element]:
+    """grid (cartesian, keys in file order) x zip rows x seeds -> numbered elements (pure).
+
+    Refuses more than ``max_size`` elements before enumerating any.
+    """
+    size = sweep_size(spec)
+    if size > max_size:
+        raise ConfigError(
+            f"sweep {spec.name} has {size:,} elements, more than {max_size:,}: shrink its "
+            f"grid, or pass --max-size {size} if you mean it"
+        )
     grid_rows: list[dict[str, Any]] = [
         dict(zip(spec.grid, combo, strict=True)) for combo in itertools.product(*spec.grid.values())
     ]

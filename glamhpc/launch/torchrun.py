@@ -45,6 +45,7 @@ from glamhpc.launch.agent import (
     torchrun_argv,
     train_argv,
 )
+from glamhpc.launch.job_result import recorded
 from glamhpc.launch.resources import UNKNOWN_TIME_MIN, Resources
 from glamhpc.rundir import DONE_MARKER, RunDir
 
@@ -115,6 +116,12 @@ class TorchrunJob(submitit.helpers.Checkpointable):
     # ------------------------------------------------------------------ command
     def node_argv(self, spec: RunSpec, env: submitit.JobEnvironment) -> list[str]:
         """This node's command: torchrun (inside the container when one is configured)."""
+        return self.node_command(spec, env)[0]
+
+    def node_command(
+        self, spec: RunSpec, env: submitit.JobEnvironment
+    ) -> tuple[list[str], dict[str, str]]:
+        """This node's command and the environment to start it with."""
         res = self.resources
         rendezvous = None
         if res.nodes > 1:
@@ -137,18 +144,19 @@ class TorchrunJob(submitit.helpers.Checkpointable):
             python=python,
         )
         if res.container:
-            argv = self._containerised(argv, spec)
-        return argv
+            return self._containerised(argv, spec)
+        return argv, self.rank_env(spec)
 
     def rank_env(self, spec: RunSpec) -> dict[str, str]:
         res = self.resources
         return agent_env(os.environ, spec.env, res.cpus_per_task // res.nproc_per_node)
 
-    def _containerised(self, argv: list[str], spec: RunSpec) -> list[str]:
-        """Wrap the node command for the container engine (glamhpc.containers' contract)."""
-        from glamhpc.containers import env_binds, forwarded_env, wrap_command
+    def _containerised(self, argv: list[str], spec: RunSpec) -> tuple[list[str], dict[str, str]]:
+        """Wrap the node command for the container engine (glamhpc.containers' contract):
+        variables by name, the job's own folders bound, Docker as the calling user with the
+        allocation's GPUs."""
+        from glamhpc.containers import job_command
 
-        env = forwarded_env(extra={**spec.env, **RANK_ENV})
         binds = [spec.workdir]
         # The run dir, the config snapshot and the logs may live outside the working directory
         # (an absolute train.run_root): bind what the job reads and writes.
@@ -156,17 +164,24 @@ class TorchrunJob(submitit.helpers.Checkpointable):
         for path in (spec.run_dir, str(Path(spec.config_path).parent), spec.log_dir):
             if not Path(path).resolve().is_relative_to(workdir) and path not in binds:
                 binds.append(path)
-        return wrap_command(
+        wrapped = job_command(
             argv,
             str(self.resources.container),
-            binds=[*binds, *env_binds(env)],
-            env=env,
+            environ=self.rank_env(spec),
+            extra_env={**spec.env, **RANK_ENV},
+            binds=binds,
             gpus=self.resources.gpus_per_node > 0,
             workdir=spec.workdir,
         )
+        return wrapped.argv, wrapped.env
 
     # ------------------------------------------------------------------ running
     def __call__(self, spec: RunSpec) -> JobOutcome:
+        # A JSON result for `glamhpc jobs`, which never unpickles submitit's result file.
+        with recorded():
+            return self._train(spec)
+
+    def _train(self, spec: RunSpec) -> JobOutcome:
         env = submitit.JobEnvironment()
         host = socket.gethostname()
         run = RunDir(Path(spec.run_dir))
@@ -175,14 +190,14 @@ class TorchrunJob(submitit.helpers.Checkpointable):
             return self._outcome("done", spec, env)
         # torchrun would create it too, but a container bind needs the folder beforehand.
         Path(spec.log_dir).mkdir(parents=True, exist_ok=True)
-        argv = self.node_argv(spec, env)
+        argv, agent_environ = self.node_command(spec, env)
         self._known_time_limit()
         self._watch_signals()
         log(
             f"node {env.node + 1}/{env.num_nodes} on {host}, attempt {spec.requeues + 1}: "
             + shlex.join(argv)
         )
-        agent = self._agent = AgentProcess(argv, spec.workdir, self.rank_env(spec))
+        agent = self._agent = AgentProcess(argv, spec.workdir, agent_environ)
         try:
             code = agent.wait()
         except KeyboardInterrupt:

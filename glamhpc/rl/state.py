@@ -15,7 +15,14 @@ import torch
 from torch import nn
 
 from glamhpc import __version__
-from glamhpc.checkpoint import Checkpointer, checkpoint_name, read_global_state, read_rank_states
+from glamhpc.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    checkpoint_name,
+    read_global_state,
+    read_rank_states,
+    write_manifest,
+)
 from glamhpc.config import Config, to_dict
 from glamhpc.distributed import (
     DistContext,
@@ -26,6 +33,7 @@ from glamhpc.distributed import (
 )
 from glamhpc.envs.batch import EnvBatch, merge_state_dicts
 from glamhpc.fsutil import atomic_write_text
+from glamhpc.secrets import redact_config
 
 
 @dataclass
@@ -73,7 +81,8 @@ def save_checkpoint(
         "history": history,
         "world_size": ctx.world_size,
         "glamhpc_version": __version__,
-        "config": to_dict(cfg),
+        # Checkpoints are copied and shared: never with setup secrets or URI credentials.
+        "config": redact_config(to_dict(cfg)),
     }
     return checkpointer.save(
         counters.update,
@@ -91,17 +100,42 @@ def restore_latest(
     envs: EnvBatch,
     ctx: DistContext,
 ) -> Restored | None:
-    """Collective: load the latest complete checkpoint, or None when there is none."""
-    latest = checkpointer.find_latest() if ctx.is_main else None
-    name = ctx.broadcast_object(latest.name if latest else None)
+    """Collective: load the latest complete checkpoint, or None when there is none.
+
+    Raises:
+        CheckpointError (on every rank): checkpoints exist but none verifies, or the newest
+            intact one cannot be loaded (damaged before its manifest was written, or written
+            by another model config).
+    """
+    found: tuple[str | None, str | None] = (None, None)
+    if ctx.is_main:
+        try:
+            latest = checkpointer.find_latest()
+            found = (latest.name if latest else None, None)
+        except CheckpointError as exc:
+            found = (None, str(exc))
+    name, problem = ctx.broadcast_object(found)
+    if problem is not None:
+        raise CheckpointError(problem)
     if name is None:
         return None
     folder = checkpointer.folder / name
-    load_model_state(policy, optimizer, folder, ctx)
-    state = read_global_state(folder)
-    # Each env's state carries its global index: a different world size picks its own envs.
-    envs.load_state_dict(merge_state_dicts(r["envs"] for r in read_rank_states(folder)))
-    return Restored(Counters(**state["counters"]), state.get("history", []))
+    try:
+        load_model_state(policy, optimizer, folder, ctx)
+        state = read_global_state(folder)
+        # Each env's state carries its global index: a different world size picks its own envs.
+        envs.load_state_dict(merge_state_dicts(r["envs"] for r in read_rank_states(folder)))
+        return Restored(Counters(**state["counters"]), state.get("history", []))
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors, torch.load, shapes, JSON keys: one line, not a trace
+        lines = str(exc).strip().splitlines() or [""]
+        reason = f"{type(exc).__name__}: {lines[0][:200]}"
+        raise CheckpointError(
+            f"checkpoint {folder} verifies but cannot be loaded ({reason}); it was damaged "
+            "before its manifest was written or comes from another model config: move it aside "
+            f"(mv {folder} {folder.parent}/bad-{name}) to resume from the one before"
+        ) from exc
 
 
 def saved_at(checkpointer: Checkpointer, update: int) -> bool:
@@ -151,3 +185,5 @@ def export_model(
         save_file(head, str(folder / "value_head.safetensors"))
     meta = {**asdict(info), "glamhpc_version": __version__}
     atomic_write_text(folder / "glamhpc.json", json.dumps(meta, indent=1))
+    # Last: `glamhpc eval` verifies the export against it before loading anything.
+    write_manifest(folder)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glamhpc.fsutil import atomic_write_text
+from glamhpc.secrets import redact_config, strip_credentials
 from glamhpc.tracking.journal import (
     ACKS,
     JOURNAL,
@@ -160,7 +161,13 @@ def open_run(
     parent_run_id: str | None,
     opts: TrackerOptions,
 ) -> OpenedRun:
-    """Create or resume the run of ``root`` (the caller holds its lock) and start its sender."""
+    """Create or resume the run of ``root`` (the caller holds its lock) and start its sender.
+
+    ``config`` becomes MLflow params, the config.yaml artifact and the pending-run file: it is
+    redacted here (glamhpc.secrets), whoever the caller is; ``uri`` is stored without
+    credentials (it is used as given to connect).
+    """
+    config = redact_config(config)
     state = read_json(root / STATE)
     run_uid = str(state.get("run_uid") or uuid.uuid4().hex)
     run_id = read_run_id(root)
@@ -215,7 +222,7 @@ def open_run(
         )
         journal.append({"status": "RUNNING", "t": now_ms()})
     state.update(
-        uri=uri,
+        uri=strip_credentials(uri),
         experiment=experiment,
         run_uid=run_uid,
         run_name=run_name or root.name,

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glamhpc.secrets import redact_text, split_credentials, strip_credentials
+
 if TYPE_CHECKING:
     from glamhpc.config import Config
 
@@ -38,16 +40,30 @@ def default_uri(cwd: Path | None = None) -> str:
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
+#: Where MLflow reads HTTP basic-auth credentials from (on every request).
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
 def resolve_uri(uri: str | None = None, environ: Mapping[str, str] | None = None) -> str:
     """explicit ``uri`` > $MLFLOW_TRACKING_URI > ``sqlite:///<cwd>/mlflow.db``.
 
     Relative SQLite paths and plain directories are made absolute: the URI is stored in the run
     directory and reused by the sender thread and by `glamhpc sync`, possibly from another folder.
     ``environ`` replaces ``os.environ`` (checks that inspect another environment, tests).
+
+    The URI returned never carries credentials: it is stored (config snapshot, state.json, job
+    registry), printed and logged. ``user:password@`` in it moves to MLFLOW_TRACKING_USERNAME/
+    PASSWORD of this process (only when ``environ`` is None), where MLflow reads them and from
+    where jobs inherit them (sbatch and the local executor pass the environment on).
     """
     env = os.environ if environ is None else environ
     chosen = uri or env.get("MLFLOW_TRACKING_URI") or default_uri()
-    return normalize_uri(chosen)
+    clean, user, password = split_credentials(chosen.strip())
+    if environ is None:
+        for name, value in zip(CREDENTIAL_ENV, (user, password), strict=True):
+            if value is not None:
+                os.environ[name] = value
+    return normalize_uri(clean)
 
 
 def tracking_uri(cfg: Config, environ: Mapping[str, str] | None = None) -> str | None:
@@ -55,11 +71,11 @@ def tracking_uri(cfg: Config, environ: Mapping[str, str] | None = None) -> str |
     ``cfg.tracking.uri``), so every rank on every node and every requeue writes to the store the
     caller meant, whatever their working directory.
 
-    With ``tracking.enabled`` false nothing is logged: the config's value is returned unchanged
-    (possibly None), never resolved.
+    With ``tracking.enabled`` false nothing is logged: the config's value is returned unresolved
+    (possibly None), only without credentials.
     """
     if not cfg.tracking.enabled:
-        return cfg.tracking.uri
+        return None if cfg.tracking.uri is None else strip_credentials(cfg.tracking.uri)
     return resolve_uri(cfg.tracking.uri, environ)
 
 
@@ -98,6 +114,7 @@ def apply_http_defaults() -> None:
 
 def unreachable_message(uri: str, reason: str) -> str:
     """One line: what failed and the three ways out."""
+    uri = strip_credentials(uri)
     local = default_uri()
     return (
         f"cannot reach the MLflow tracking server at {uri} ({reason}); start it "
@@ -139,7 +156,9 @@ def probe(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     try:
         client(uri).search_experiments(max_results=1)
     except Exception as exc:  # any store failure becomes one line for the user
-        raise TrackingError(f"cannot open the MLflow tracking store {uri}: {_short(exc)}") from None
+        raise TrackingError(
+            f"cannot open the MLflow tracking store {strip_credentials(uri)}: {_short(exc)}"
+        ) from None
 
 
 def client(uri: str) -> Any:
@@ -150,8 +169,10 @@ def client(uri: str) -> Any:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    """First line of an exception message, bounded: stack-like MLflow errors stay one line."""
+    """First line of an exception message, bounded: stack-like MLflow errors stay one line.
+    Redacted: HTTP errors quote the URL they failed on, credentials included."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = redact_text(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -140,12 +139,6 @@ def test_wrap_apptainer_exact() -> None:
         "--cleanenv",
         "--bind",
         "/scratch/runs:/scratch/runs,/shared/hf:/models:ro",
-        "--env",
-        "MASTER_ADDR=n1",
-        "--env",
-        "MASTER_PORT=29500",
-        "--env",
-        "HF_HUB_OFFLINE=1",
         "--pwd",
         "/scratch/runs",
         "/scratch/glamhpc.sif",
@@ -187,7 +180,7 @@ def test_wrap_docker_overrides_the_glamhpc_entrypoint() -> None:
         "--volume",
         "/data/runs:/data/runs",
         "--env",
-        "RANK=0",
+        "RANK",
         "--workdir",
         "/data/runs",
         "--user",
@@ -208,6 +201,91 @@ def test_wrap_podman_uses_cdi_for_gpus() -> None:
     at = cmd.index("--device")
     assert cmd[at : at + 2] == ["--device", "nvidia.com/gpu=all"]
     assert "--gpus" not in cmd
+    chosen = c.wrap_command(
+        ["python"], "g:1", engine="podman", gpus=True, gpu_devices=["1", "3"], user="5:6"
+    )
+    assert chosen[chosen.index("--device") :][:4] == [
+        "--device",
+        "nvidia.com/gpu=1",
+        "--device",
+        "nvidia.com/gpu=3",
+    ]
+    # Rootless podman: keep-id maps the caller to the same uid inside (files stay theirs).
+    assert chosen[chosen.index("--userns") :][:4] == ["--userns", "keep-id", "--user", "5:6"]
+
+
+def test_wrap_docker_selects_the_allocated_gpus() -> None:
+    one = c.wrap_command(["python"], "g:1", gpus=True, gpu_devices=["2"])
+    assert one[one.index("--gpus") + 1] == '"device=2"'
+    two = c.wrap_command(["python"], "g:1", gpus=True, gpu_devices=["GPU-1a2b", "0"])
+    # Docker parses --gpus as CSV: a list needs the inner quotes or "0" is a second field.
+    assert two[two.index("--gpus") + 1] == '"device=GPU-1a2b,0"'
+    assert "--gpus" not in c.wrap_command(["python"], "g:1", gpu_devices=["2"])
+
+
+@pytest.mark.parametrize(
+    ("environ", "devices"),
+    [
+        ({"SLURM_STEP_GPUS": "2,3", "SLURM_JOB_GPUS": "0,1,2,3", "CUDA_VISIBLE_DEVICES": "0,1"},
+         ["2", "3"]),
+        ({"SLURM_JOB_GPUS": "1", "CUDA_VISIBLE_DEVICES": "0"}, ["1"]),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-aa, GPU-bb"}, ["GPU-aa", "GPU-bb"]),
+        ({"SLURM_STEP_GPUS": "", "CUDA_VISIBLE_DEVICES": "4"}, ["4"]),
+        ({"SLURM_JOB_GPUS": "NoDevFiles"}, None),
+        ({}, None),
+    ],
+)  # fmt: skip
+def test_allocated_gpus_prefers_slurm_physical_ids(
+    environ: dict[str, str], devices: list[str] | None
+) -> None:
+    assert c.allocated_gpus(environ) == devices
+
+
+def test_job_command_docker_runs_as_the_caller_with_the_allocation() -> None:
+    environ = {
+        "SLURM_STEP_GPUS": "2,3",
+        "CUDA_VISIBLE_DEVICES": "0,1",
+        "MLFLOW_TRACKING_PASSWORD": "pw-123",
+        "RANK": "0",
+        "PATH": "/usr/bin",
+    }
+    job = c.job_command(
+        ["python"], "glamhpc:1", environ=environ, gpus=True, uid_gid=(1234, 99), workdir="/w"
+    )
+    argv = job.argv
+    assert argv[argv.index("--user") + 1] == "1234:99"
+    assert argv[argv.index("--gpus") + 1] == '"device=2,3"'
+    passed = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    # Inside, the two GPUs are 0 and 1: the host's numbering must not follow them in.
+    assert "CUDA_VISIBLE_DEVICES" not in passed
+    assert "MLFLOW_TRACKING_PASSWORD" in passed and "pw-123" not in " ".join(argv)
+    assert job.env["MLFLOW_TRACKING_PASSWORD"] == "pw-123" and job.env["PATH"] == "/usr/bin"
+    # Without GPUs nothing is selected; without Slurm or CUDA_VISIBLE_DEVICES: all of them.
+    assert "--gpus" not in c.job_command(["python"], "glamhpc:1", environ=environ).argv
+    every = c.job_command(["python"], "glamhpc:1", environ={}, gpus=True, uid_gid=(1, 1)).argv
+    assert every[every.index("--gpus") + 1] == "all"
+
+
+def test_job_command_apptainer_passes_values_through_the_environment() -> None:
+    environ = {"MASTER_ADDR": "n1", "MLFLOW_TRACKING_TOKEN": "tok-9", "HOME": "/home/u"}
+    job = c.job_command(["python"], "/img/g.sif", environ=environ, extra_env={"GLAMHPC_X": "1"})
+    assert "tok-9" not in " ".join(job.argv) and "--env" not in job.argv
+    assert "--user" not in job.argv  # Apptainer runs as the caller anyway
+    assert job.env["APPTAINERENV_MLFLOW_TRACKING_TOKEN"] == "tok-9"
+    assert job.env["APPTAINERENV_GLAMHPC_X"] == "1" and job.env["GLAMHPC_X"] == "1"
+    assert "APPTAINERENV_HOME" not in job.env and job.env["HOME"] == "/home/u"
+
+
+def test_engine_env_prefixes() -> None:
+    env = {"A": "1 2", "B": "x=y"}
+    assert c.engine_env(env, "apptainer") == {"APPTAINERENV_A": "1 2", "APPTAINERENV_B": "x=y"}
+    assert c.engine_env(env, "singularity") == {
+        "SINGULARITYENV_A": "1 2",
+        "SINGULARITYENV_B": "x=y",
+    }
+    assert c.engine_env(env, "docker") == env == c.engine_env(env, "podman")
+    with pytest.raises(c.ContainerError, match="bad environment variable name"):
+        c.engine_env({"A-B": "1"}, "docker")
 
 
 @pytest.mark.parametrize(
@@ -218,6 +296,8 @@ def test_wrap_podman_uses_cdi_for_gpus() -> None:
         ({"binds": [":/x"]}, "bad bind"),
         ({"binds": ["/a:/b:rx"]}, "ro or rw"),
         ({"env": {"BAD-NAME": "1"}}, "bad environment variable name"),
+        ({"env": ["OK", "NO=VALUE"]}, "bad environment variable name"),
+        ({"image": "g:1", "gpus": True, "gpu_devices": ["0;rm"]}, "bad GPU id"),
         ({"engine": "lxc"}, "unknown engine"),
     ],
 )
@@ -225,15 +305,6 @@ def test_wrap_rejects_bad_input(kwargs: dict, message: str) -> None:
     args = {"inner": ["true"], "image": "x.sif", **kwargs}
     with pytest.raises(c.ContainerError, match=message):
         c.wrap_command(**args)
-
-
-def _parse_apptainer_env(cmd: list[str]) -> dict[str, str]:
-    env = {}
-    for flag, value in itertools.pairwise(cmd):
-        if flag == "--env":
-            key, _, val = value.partition("=")
-            env[key] = val
-    return env
 
 
 @given(
@@ -244,11 +315,15 @@ def _parse_apptainer_env(cmd: list[str]) -> dict[str, str]:
     ),
     inner=st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=5),
 )
-def test_wrap_keeps_env_and_inner_command_intact(env: dict[str, str], inner: list[str]) -> None:
+def test_wrap_keeps_values_off_the_argv_and_inner_command_intact(
+    env: dict[str, str], inner: list[str]
+) -> None:
     cmd = c.wrap_command(inner, "img.sif", env=env)
-    assert _parse_apptainer_env(cmd) == env
+    assert "--env" not in cmd[: -len(inner)]  # values travel as APPTAINERENV_*
     assert cmd[-len(inner) :] == inner and cmd[-len(inner) - 1] == "img.sif"
     docker = c.wrap_command(inner, "img:1", env=env)
+    head = docker[: docker.index("--entrypoint")]
+    assert [head[i + 1] for i, a in enumerate(head) if a == "--env"] == list(env)
     assert docker[docker.index("--entrypoint") + 1] == inner[0]
     assert docker[-len(inner) :][1:] == inner[1:]
 
@@ -263,6 +338,7 @@ def test_forwarded_env_picks_launcher_variables_only() -> None:
         "SLURM_JOB_ID": "42",
         "SLURM_PROCID": "1",
         "MLFLOW_TRACKING_URI": "http://10.0.0.1:5000",
+        "MLFLOW_TRACKING_PASSWORD": "pw",
         "HF_HOME": "/shared/hf",
         "HF_HUB_OFFLINE": "1",
         "GLAMHPC_RUN_DIR": "/scratch/runs/x",
@@ -271,9 +347,20 @@ def test_forwarded_env_picks_launcher_variables_only() -> None:
         "LD_LIBRARY_PATH": "/host/cuda/lib",
         "CONDA_PREFIX": "/home/u/conda",
         "PYTHONPATH": "/home/u/src",
+        # Not on the allow-list: a site's other MLflow settings and tokens stay on the host.
+        "MLFLOW_S3_ENDPOINT_URL": "http://minio",
+        "HF_TOKEN": "hf_x",
     }
     picked = c.forwarded_env(environ, extra={"HF_HOME": "/models"})
-    assert set(picked) == set(environ) - {"PATH", "LD_LIBRARY_PATH", "CONDA_PREFIX", "PYTHONPATH"}
+    host_only = {
+        "PATH",
+        "LD_LIBRARY_PATH",
+        "CONDA_PREFIX",
+        "PYTHONPATH",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "HF_TOKEN",
+    }
+    assert set(picked) == set(environ) - host_only
     assert picked["HF_HOME"] == "/models"
     assert list(picked) == sorted(picked)
 

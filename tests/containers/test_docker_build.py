@@ -132,7 +132,9 @@ def test_a_job_trains_inside_the_image(image: str, tmp_path: Path) -> None:
         workdir=str(work),
         user=f"{os.getuid()}:{os.getgid()}",
     )
-    result = subprocess.run(cmd, env=_docker_env(), capture_output=True, text=True, timeout=600)
+    # `--env NAME` copies the value from the docker client's environment.
+    engine_env = {**_docker_env(), **c.engine_env(env, "docker")}
+    result = subprocess.run(cmd, env=engine_env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((work / "runs").glob("*/docker"))
     assert len(runs) == 1 and (runs[0] / "DONE").exists(), result.stdout[-2000:]

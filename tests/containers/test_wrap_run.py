@@ -60,7 +60,8 @@ def test_apptainer_job_sees_only_what_is_passed(tmp_path: Path, standin_env: dic
     tricky = "a b=c 'd' \"e\" $f ,g"
     env = c.forwarded_env(host, extra={"GLAMHPC_NOTE": tricky})
     cmd = c.wrap_command(PRINT_ENV, str(image), binds=[str(run_dir)], env=env, workdir=str(run_dir))
-    seen = _run(cmd, host)
+    assert tricky not in cmd and "--env" not in cmd  # values travel in the environment only
+    seen = _run(cmd, {**host, **c.engine_env(env, "apptainer")})
     inside = seen["env"]
     for key, value in env.items():
         assert inside[key] == value, key
@@ -152,9 +153,15 @@ def test_two_rank_torchrun_inside_the_wrapper(tmp_path: Path, standin_env: dict)
         "--nproc-per-node=2",
         str(script),
     ]
-    env = c.forwarded_env(standin_env, extra={"OMP_NUM_THREADS": "1"})
-    cmd = c.wrap_command(inner, str(image), binds=[str(tmp_path)], env=env, workdir=str(tmp_path))
-    result = subprocess.run(cmd, env=standin_env, capture_output=True, text=True, timeout=110)
+    job = c.job_command(
+        inner,
+        str(image),
+        environ=standin_env,
+        extra_env={"OMP_NUM_THREADS": "1"},
+        binds=[str(tmp_path)],
+        workdir=str(tmp_path),
+    )
+    result = subprocess.run(job.argv, env=job.env, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in (0, 1):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "world=2 sum=3.0"

@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
+from glamhpc.checkpoint import write_manifest
 from glamhpc.cli import app
 
 from .conftest import TrainedRun
@@ -110,6 +111,7 @@ def restricted_checkpoint(trained_run: TrainedRun, tmp_path: Path) -> Path:
     meta = json.loads((folder / "glamhpc.json").read_text())
     meta.update(action_space="restricted", action_texts=meta["action_texts"][:3])
     (folder / "glamhpc.json").write_text(json.dumps(meta))
+    write_manifest(folder)  # relabelled on purpose: the export's manifest follows
     return folder
 
 
@@ -193,3 +195,25 @@ def test_run_whose_dir_is_elsewhere_uses_the_model_artifact(
     assert spec.model == str(tmp_path / trained_run.run_id / "model")
     assert (spec.label, spec.run_id, spec.run_dir) == ("tiny", trained_run.run_id, None)
     assert spec.trained_action_space == "standard" and spec.history == 1
+
+
+def test_arguments_are_checked_before_any_file_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bad arguments create no mlflow.db in the working folder; an unwritable --out is refused
+    before the evaluation runs (it used to fail after it, with a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        (["--baseline", "random", "--suite", "nope"], "unknown suite 'nope'"),
+        (["--run", "0123456789abcdef"], "no MLflow tracking store"),
+        (["--baseline", "random", "--level", "GoToLocal", "--out", str(blocker / "o")], "a-file"),
+        (["--baseline", "random", "--level", "GoToLocal", "--out", str(blocker)], "not a folder"),
+    ]
+    for args, message in cases:
+        code, _, err = _eval(*args, "--episodes", "2", "--num-envs", "2")
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"], args

@@ -176,25 +176,36 @@ def test_split_evaluation_equals_the_unsplit_one() -> None:
 
 @dataclass
 class _InlineArray:
-    """submitit's executor replaced by one that plays every array task at submission."""
+    """submitit's executor replaced by one that plays every array task at submission, in the
+    job environment a local submitit task sees (its id and folder: where results go)."""
 
     names: list[str] = field(default_factory=list)
+    folder: Path | None = None
 
     def __call__(self, res: Any, folder: Path, name: str, **extra: Any) -> _InlineArray:
         self.names.append(name)
+        self.folder = folder
         return self
 
     def map_array(self, fn: Callable[[Any], Any], tasks: Sequence[Any]) -> list[Any]:
-        return [_Done(f"7_{i}", fn(task)) for i, task in enumerate(tasks)]
+        jobs = []
+        for i, task in enumerate(tasks):
+            env = {"_TEST_CLUSTER_": "local", "SUBMITIT_FOLDER": str(self.folder)}
+            env |= {"SUBMITIT_LOCAL_JOB_ID": f"7_{i}", "SUBMITIT_LOCAL_GLOBALID": "0"}
+            with pytest.MonkeyPatch.context() as patch:
+                for key, value in env.items():
+                    patch.setenv(key, value)
+                fn(task)
+            jobs.append(_Done(f"7_{i}"))
+        return jobs
 
 
 @dataclass
 class _Done:
     job_id: str
-    value: Any
 
-    def result(self) -> Any:
-        return self.value
+    def wait(self) -> None:
+        pass
 
 
 def test_slurm_executor_submits_a_registered_array_and_merges_it(

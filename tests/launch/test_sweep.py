@@ -71,7 +71,7 @@ def test_max_parallel_precedence(tmp_path: Path) -> None:
         ("name: s\ngrid: {seed: [1]}\nseeds: [2]\n", "set twice"),
         ("name: s\nbase: nowhere.yaml\n", "base config not found"),
         ("name: s\nset: env.num_envs=2\n", "list of KEY=VALUE"),
-        ("name: 'a b'\n", "bad run name"),
+        ("name: 'a b'\n", "bad sweep name"),
         ("name: s\nmax_parallel: 0\n", "max_parallel"),
     ],
 )

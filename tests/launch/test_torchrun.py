@@ -156,13 +156,15 @@ def test_node_command_inside_a_container(monkeypatch: pytest.MonkeyPatch, tmp_pa
     cfg = load_config(
         None, ["launch.executor=slurm", "launch.container=/images/glamhpc.sif", "env.num_envs=2"]
     )
-    argv = TorchrunJob(resolve(cfg)).node_argv(_spec(tmp_path), submitit.JobEnvironment())
+    argv, env = TorchrunJob(resolve(cfg)).node_command(_spec(tmp_path), submitit.JobEnvironment())
     assert argv[:2] == ["apptainer", "exec"] and "--cleanenv" in argv
     assert "/images/glamhpc.sif" in argv
     inner = argv[argv.index("/images/glamhpc.sif") + 1 :]
     assert inner[:3] == ["python3", "-m", "torch.distributed.run"]
     binds = argv[argv.index("--bind") + 1]
     assert f"{tmp_path}:{tmp_path}" in binds.split(",")  # the working dir, at the same path
-    passed = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
-    assert 'GLAMHPC_RUN_TAGS={"a": "b"}' in passed
-    assert "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE=[rank${rank}]:" in passed
+    # Variables reach the container through the engine's environment, never its argv.
+    assert "--env" not in argv
+    assert env["APPTAINERENV_GLAMHPC_RUN_TAGS"] == '{"a": "b"}'
+    assert env["APPTAINERENV_TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
+    assert env["APPTAINERENV_SLURM_JOB_ID"] == env["SLURM_JOB_ID"]

@@ -278,10 +278,23 @@ def test_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_
     assert [m.step for m in client.get_metric_history(run.info.run_id, "policy_loss")] == [24]
 
 
-def test_an_infinite_learning_rate_fails_the_run(tmp_path):
-    code, output = _cli_train(
-        tmp_path, "ppo.lr=.inf", "train.max_updates=3", "tracking.enabled=false"
-    )
+def test_an_infinite_learning_rate_fails_the_run(tmp_path, monkeypatch):
+    # The schema refuses lr=.inf (issue 12: exit 2, nothing written); the weight guard is for
+    # what validation cannot see, so the infinite rate is planted in the optimizer here.
+    code, output = _cli_train(tmp_path, "ppo.lr=.inf", "tracking.enabled=false")
+    assert code == 2 and "ppo.lr" in output and not (tmp_path / "runs").exists()
+    from glamhpc.rl import trainer
+
+    real_build = trainer.build_parts
+
+    def infinite_lr(*args, **kwargs):
+        parts = real_build(*args, **kwargs)
+        for group in parts.optimizer.param_groups:
+            group["lr"] = math.inf
+        return parts
+
+    monkeypatch.setattr(trainer, "build_parts", infinite_lr)
+    code, output = _cli_train(tmp_path, "train.max_updates=3", "tracking.enabled=false")
     assert code == 1
     assert "error: update 1 stopped: non-finite" in output
     run_dir = tmp_path / "runs" / "quickstart" / "bad"
