@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glamhpc.report.groups import GroupSummary, group_runs, summarize_groups
-from glamhpc.report.loading import load_histories, resolve_target
+from glamhpc.report.loading import load_histories, open_store, resolve_target
 from glamhpc.report.tables import groups_csv, groups_markdown
-from glamhpc.tracking.uri import TrackingError, client, probe, resolve_uri, short_error
+from glamhpc.tracking.uri import TrackingError, client, resolve_uri, short_error
 from glamhpc.ui.plots import DEFAULT_METRIC, plot_curves, smooth_window
 
 
@@ -41,9 +41,7 @@ def build_report(
     ``smooth`` is the trailing-mean window of the curves (`--smooth`)."""
     if spread not in ("std", "minmax"):
         raise TrackingError(f"--spread must be 'std' or 'minmax', got '{spread}'")
-    resolved = resolve_uri(uri)
-    probe(resolved)
-    mlflow_client = client(resolved)
+    resolved, mlflow_client = open_store(uri)
     experiment, runs, parent = resolve_target(mlflow_client, target, resolved)
     with_metric = load_histories(mlflow_client, runs, metric)
     if not with_metric:

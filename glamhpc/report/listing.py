@@ -6,9 +6,8 @@ import math
 from dataclasses import dataclass
 
 from glamhpc.report.groups import natural_key
-from glamhpc.report.loading import run_data, unknown_experiment
+from glamhpc.report.loading import open_store, run_data, unknown_experiment
 from glamhpc.tracking.runs import JOB_STATE_TAG, PARENT_TAG, SWEEP_ROLE_TAG
-from glamhpc.tracking.uri import client, probe, resolve_uri
 from glamhpc.ui.plots import DEFAULT_METRIC
 
 
@@ -35,9 +34,7 @@ def list_runs(
     metric: str = DEFAULT_METRIC,
 ) -> tuple[str, list[RunRow]]:
     """(resolved URI, newest runs first) of one experiment or of all experiments."""
-    resolved = resolve_uri(uri)
-    probe(resolved)
-    mlflow_client = client(resolved)
+    resolved, mlflow_client = open_store(uri)
     if experiment:
         exp = mlflow_client.get_experiment_by_name(experiment)
         if exp is None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from glamhpc.tracking.runs import PARENT_TAG, SWEEP_ROLE_TAG
-from glamhpc.tracking.uri import TrackingError
+from glamhpc.tracking.uri import TrackingError, client, probe, resolve_uri, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 THROUGHPUT_KEYS = ("env_steps_per_s", "steps_per_s", "fps")
 """Metric names read for the steps/s column, first present wins (the trainer logs the first)."""
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def open_store(uri: str | None) -> tuple[str, MlflowClient]:
+    """(resolved URI, client) for a command that only reads. A SQLite store that does not exist
+    is an error: opening it would leave an empty mlflow.db in the working folder."""
+    resolved = resolve_uri(uri)
+    db = sqlite_path(resolved)
+    if db is not None and not db.is_file():
+        raise TrackingError(
+            f"no MLflow tracking store at {db} (nothing was logged there): run from the folder "
+            f"you trained in, or give the store with --uri or MLFLOW_TRACKING_URI"
+        )
+    probe(resolved)
+    return resolved, client(resolved)
 
 
 @dataclass

@@ -39,10 +39,10 @@ def test_server_ignores_an_identical_resent_batch(mlflow_server: MlflowServer) -
 def test_artifacts_and_tags_reach_the_server(
     mlflow_server: MlflowServer, tracking_env: Path
 ) -> None:
-    model = tracking_env / "model"
-    model.mkdir()
-    (model / "weights.safetensors").write_bytes(b"\0" * 1024)
     run_dir = tracking_env / "runs" / "srv" / "a"
+    model = run_dir / "model"  # uploads come from inside the run directory only
+    model.mkdir(parents=True)
+    (model / "weights.safetensors").write_bytes(b"\0" * 1024)
     config = to_dict(load_config())
     with Tracker.start(run_dir, config, "srv", mlflow_server.uri, "a", {"t": "1"}) as tracker:
         tracker.log_metrics(_values(0), step=0)
