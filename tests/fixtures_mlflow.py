@@ -57,8 +57,10 @@ def sqlite_uri(_sqlite_template: Path, tmp_path: Path) -> str:
 
 @pytest.fixture
 def tracking_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No inherited MLFLOW_TRACKING_URI, and the tmp dir as cwd (the default store lands there)."""
+    """No inherited MLFLOW_TRACKING_URI, a private state folder, and the tmp dir as cwd."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Undelivered runs are handed over in the state folder (tracking.handover): keep it private.
+    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_JOB_ID", "SLURM_JOB_NODELIST"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -7,14 +7,20 @@ unreachable server, wrong run dir) are one red line and exit code 2, never a tra
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from glamhpc.cli import app
 from glamhpc.cli.common import fail
+
+if TYPE_CHECKING:
+    from glamhpc.tracking.service import ServiceSpec, TrackingService
 
 URI_HELP = "Tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."
 
@@ -23,6 +29,16 @@ def _quiet_mlflow() -> None:
     # MLflow logs store migrations at INFO on first use of a database: noise in a table.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _deliver_handed_over() -> dict[str, int]:
+    """Complete the delivery of journals that jobs handed over (glamhpc.tracking.handover);
+    returns run id -> points still undelivered, for the table."""
+    from glamhpc.tracking.handover import delivery_step, undelivered_by_run_id
+
+    for line in delivery_step():
+        typer.secho(line, err=True, fg=typer.colors.YELLOW)
+    return undelivered_by_run_id()
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -46,6 +62,7 @@ def runs_cmd(
     from glamhpc.tracking import TrackingError
 
     _quiet_mlflow()
+    undelivered = _deliver_handed_over()
     try:
         resolved, rows = list_runs(experiment, uri, limit, metric)
     except TrackingError as exc:
@@ -85,7 +102,12 @@ def runs_cmd(
             _fmt(row.latest),
             _fmt(row.best),
             _fmt(row.steps_per_s, ".1f"),
-            row.job_state,
+            row.job_state
+            + (
+                f" (undelivered: {undelivered[row.run_id]} points)"
+                if row.run_id in undelivered
+                else ""
+            ),
             row.run_id,
         ]
         table.add_row(*([row.experiment] if show_exp else []), *cells)
@@ -120,6 +142,7 @@ def report_cmd(
     from glamhpc.tracking import TrackingError
 
     _quiet_mlflow()
+    _deliver_handed_over()
     try:
         result = build_report(target, uri, group_by, out, metric, spread, smooth)
     except TrackingError as exc:
@@ -158,27 +181,50 @@ def sync_cmd(
 
 @app.command("tracking-server")
 def tracking_server_cmd(
+    backend: str | None = typer.Option(
+        None,
+        "--backend",
+        help="sqlite (one file, one machine) or postgres (clusters, sweeps: starts a private "
+        "PostgreSQL in --data, or uses --backend-store-uri). Default: sqlite.",
+    ),
+    data: Path = typer.Option(
+        Path("."), "--data", help="Folder for the store, artifacts and secrets (default: cwd)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Interface; 0.0.0.0 lets compute nodes connect (use it with --auth).",
+    ),
+    port: int = typer.Option(5000, "--port", help="TCP port (1-65535)."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Server processes (default: the CPU count, at most 4)."
+    ),
+    writers: int = typer.Option(
+        128, "--writers", help="Expected concurrent runs: sizes the database connection pool."
+    ),
+    auth: bool = typer.Option(
+        False,
+        "--auth",
+        help="MLflow basic-auth: admin from $MLFLOW_AUTH_ADMIN_USERNAME/PASSWORD or "
+        "DATA/secrets/credentials (created, 0600); writers set MLFLOW_TRACKING_USERNAME/PASSWORD.",
+    ),
     backend_store_uri: str | None = typer.Option(
         None,
         "--backend-store-uri",
-        help="Where runs are stored (default sqlite:///<cwd>/mlflow.db; postgresql://... for "
-        "heavy use).",
+        help="An existing store (sqlite:///..., postgresql://user@host/db with the password in "
+        "$PGPASSFILE, never in the URI).",
     ),
     artifacts_destination: str | None = typer.Option(
-        None, "--artifacts-destination", help="Artifact root (default <cwd>/mlartifacts)."
+        None, "--artifacts-destination", help="Artifact root (default DATA/mlartifacts)."
     ),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Interface; 0.0.0.0 lets compute nodes connect (no auth!)."
-    ),
-    port: int = typer.Option(5000, "--port", help="TCP port."),
     allowed_hosts: str | None = typer.Option(
         None, "--allowed-hosts", help="Host headers to accept (default: this machine's names)."
     ),
     detach: bool = typer.Option(
-        False, "--detach", help="Leave the server running in the background and return."
+        False, "--detach", help="Run in the background and return once it answers."
     ),
     log_file: Path | None = typer.Option(
-        None, "--log-file", help="Server log (default with --detach: mlflow-server-PORT.log)."
+        None, "--log-file", help="Server log (default with --detach: DATA/mlflow-server-PORT.log)."
     ),
 ) -> None:
     """Start a real MLflow tracking server (e.g. on a login node) and print the URI to export.
@@ -187,46 +233,159 @@ def tracking_server_cmd(
     concurrent jobs (a Slurm array, a sweep) must not write one SQLite file on a network
     filesystem (NFS/Lustre/GPFS locking is unreliable: "database is locked" errors or a corrupt
     store). Run this once where the jobs can reach it, `export MLFLOW_TRACKING_URI=...` before
-    `glamhpc submit`/`sweep`, and every job logs over HTTP into one store. See docs/TRACKING.md.
+    `glamhpc submit`/`sweep`, and every job logs over HTTP into one store; --backend postgres
+    for sweeps of many runs. SIGTERM, SIGHUP or Ctrl-C stop it and everything it started.
+    See docs/TRACKING.md.
     """
     from glamhpc.tracking import TrackingError
-    from glamhpc.tracking.server import public_uri, start_server
+    from glamhpc.tracking.server import default_workers
+    from glamhpc.tracking.service import ServiceSpec, TrackingService, validate
 
-    if detach and log_file is None:
-        log_file = Path(f"mlflow-server-{port}.log").resolve()
-    typer.echo(f"starting mlflow server on {host}:{port} ...")
+    spec = ServiceSpec(
+        data=data.resolve(),
+        backend=backend,
+        host=host,
+        port=port,
+        workers=workers if workers is not None else default_workers(),
+        writers=writers,
+        auth=auth,
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        allowed_hosts=allowed_hosts,
+        log_path=log_file.resolve() if log_file else None,
+    )
     try:
-        server = start_server(
-            backend_store_uri,
-            artifacts_destination,
-            host=host,
-            port=port,
-            log_path=log_file,
-            allowed_hosts=allowed_hosts,
-        )
+        validate(spec)
     except TrackingError as exc:
         fail(str(exc))
-    uri = public_uri(host, port)
-    typer.echo(f"MLflow UI and tracking API at {uri} (store {server.backend_store_uri})")
-    typer.echo("In the shell that submits jobs (and in your ~/.bashrc if you like):")
-    typer.echo(f"  export MLFLOW_TRACKING_URI={uri}")
-    if host in ("127.0.0.1", "localhost"):
-        typer.echo(
-            f"(bound to loopback: only this machine can log; --host 0.0.0.0 for compute nodes "
-            f"of {socket.gethostname()})"
+    if spec.exposed_without_auth:
+        typer.secho(
+            f"WARNING: --host {host} WITHOUT --auth: anyone who can reach port {port} of this "
+            f"machine can read, change and delete every run. Use --auth (docs/TRACKING.md).",
+            fg=typer.colors.YELLOW,
+            bold=True,
+            err=True,
         )
     if detach:
-        typer.echo(f"running in the background, pid {server.pgid}; log {log_file}")
-        typer.echo(f"stop it with: kill -TERM -- -{server.pgid}")
+        _detach(spec)
         return
-    typer.echo("Ctrl-C stops it.")
+    _serve(TrackingService(spec))
+
+
+class _Stop(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+def _serve(service: TrackingService) -> None:
+    """Foreground: SIGTERM, SIGHUP (the login shell closed) and SIGINT stop the MLflow server's
+    whole process group and the PostgreSQL it started, also while they are still booting."""
+    from glamhpc.tracking import TrackingError
+
+    stops = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in stops}
+    spec = service.spec
     try:
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-        fail(
-            f"mlflow server exited with code {server.process.returncode if server.process else '?'}"
+        typer.echo(f"starting mlflow server ({spec.backend}, {spec.workers} workers) on "
+                   f"{spec.host}:{spec.port} ...")  # fmt: skip
+        service.start()
+        _announce(service)
+        typer.echo("Ctrl-C (or SIGTERM/SIGHUP) stops it.")
+        service.wait()
+        process = service.mlflow.process if service.mlflow else None
+        fail(f"mlflow server exited with code {process.returncode if process else '?'}")
+    except TrackingError as exc:
+        fail(str(exc))
+    except _Stop as stop:
+        typer.echo(
+            f"{stop}: stopping the mlflow server{' and PostgreSQL' if service.postgres else ''}"
         )
-    except KeyboardInterrupt:
-        typer.echo("stopping mlflow server ...")
     finally:
-        server.stop()
+        for sig in stops:  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
+        service.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo("stopped")
+
+
+def _announce(service: TrackingService) -> None:
+    from glamhpc.tracking.server import public_uri
+
+    spec = service.spec
+    server = service.mlflow
+    assert server is not None
+    uri = public_uri(spec.host, spec.port)
+    typer.echo(f"MLflow UI and tracking API at {uri} (store {server.backend_store_uri})")
+    pids = f"mlflow server process group {server.pgid}"
+    if service.postgres is not None and service.postgres.process is not None:
+        pids += f"; postgres pid {service.postgres.process.pid}"
+    typer.echo(pids)
+    typer.echo("In the shell that submits jobs (and in your ~/.bashrc if you like):")
+    typer.echo(f"  export MLFLOW_TRACKING_URI={uri}")
+    if spec.auth:
+        typer.echo(
+            f"basic-auth on; admin credentials from {service.admin_source}. Writers authenticate "
+            f"with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in their environment, "
+            f"or with that file copied to ~/.mlflow/credentials (chmod 600)"
+        )
+    if spec.host in ("127.0.0.1", "localhost"):
+        typer.echo(
+            f"(bound to loopback: only this machine can log; --host 0.0.0.0 --auth for compute "
+            f"nodes of {socket.gethostname()})"
+        )
+
+
+def _detach(spec: ServiceSpec) -> None:
+    """Run this same command in the foreground in a new session (so that one SIGTERM to its pid
+    stops everything it started), wait until the server answers, print how to stop it."""
+    import subprocess
+    import sys
+
+    import requests
+
+    from glamhpc.tracking.secretfiles import open_log
+    from glamhpc.tracking.server import public_uri
+
+    log = spec.log_path or spec.data / f"mlflow-server-{spec.port}.log"
+    args = [sys.executable, "-m", "glamhpc", "tracking-server", "--backend", str(spec.backend),
+            "--data", str(spec.data), "--host", spec.host, "--port", str(spec.port),
+            "--workers", str(spec.workers), "--writers", str(spec.writers)]  # fmt: skip
+    for flag, value in (
+        ("--backend-store-uri", spec.backend_store_uri),
+        ("--artifacts-destination", spec.artifacts_destination),
+        ("--allowed-hosts", spec.allowed_hosts),
+    ):
+        if value:
+            args += [flag, value]
+    if spec.auth:
+        args.append("--auth")
+    spec.data.mkdir(parents=True, exist_ok=True)
+    with open_log(log) as out:
+        child = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    probe_host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+            fail(f"the server exited with code {child.returncode} while starting "
+                 f"(log {log}: {tail[0] if tail else 'empty'})")  # fmt: skip
+        try:
+            if requests.get(f"http://{probe_host}:{spec.port}/health", timeout=2).ok:
+                break
+        except requests.exceptions.RequestException:
+            pass
+        time.sleep(0.5)
+    else:
+        os.killpg(child.pid, signal.SIGTERM)
+        fail(f"the server did not answer within 300 s; see {log}")
+    typer.echo(f"MLflow tracking server running in the background, pid {child.pid}; log {log}")
+    typer.echo(f"  export MLFLOW_TRACKING_URI={public_uri(spec.host, spec.port)}")
+    typer.echo(f"stop it (and everything it started) with: kill -TERM {child.pid}")

@@ -14,22 +14,47 @@ import submitit
 
 from glamhpc.launch import registry
 from glamhpc.launch.executors import make_executor
+from glamhpc.launch.job_result import recorded
 from glamhpc.launch.resources import Resources, job_name
 from glamhpc.launch.torchrun import JobOutcome, RunSpec, TorchrunJob
 from glamhpc.rundir import RunDir
 
+FINALIZE_DELIVERY_S = 300.0
+"""Seconds the finalizer spends delivering children's journals before handing the parent over."""
+
 
 def finalize_sweep(
-    parent_run_id: str, uri: str | None, run_dirs: Sequence[str], sweep: str = ""
+    parent_run_id: str,
+    uri: str | None,
+    run_dirs: Sequence[str],
+    sweep: str = "",
+    delivery_s: float = FINALIZE_DELIVERY_S,
 ) -> str:
-    """Close the parent run: FINISHED when every element wrote DONE, else FAILED."""
-    from glamhpc.tracking import finalize_parent
+    """Close the parent run: FINISHED when every element wrote DONE, else FAILED, but only once
+    every child's journal is delivered.
+
+    Children whose jobs gave up waiting for an overloaded server are delivered here first
+    (bounded by ``delivery_s``); when some are still undelivered the parent stays RUNNING (job
+    state DELIVERING) and is handed over to the next `glamhpc runs` / `report` / `sweep`, which
+    close it once the children are in (glamhpc.tracking.handover).
+    """
+    from glamhpc.tracking.handover import finalize_when_delivered, pending_records
 
     done = sum(RunDir(Path(d)).is_done() for d in run_dirs)
     status = "FINISHED" if done == len(run_dirs) else "FAILED"
-    finalize_parent(parent_run_id, status, uri)
-    print(f"sweep {sweep}: {done}/{len(run_dirs)} runs finished; parent run {status}", flush=True)
-    return status
+    closed = finalize_when_delivered(parent_run_id, uri, run_dirs, status, delivery_s)
+    summary = f"sweep {sweep}: {done}/{len(run_dirs)} runs finished"
+    if closed:
+        print(f"{summary}; parent run {status}", flush=True)
+        return status
+    left = [d for d in run_dirs if pending_records(Path(d))]
+    print(
+        f"{summary}; {len(left)} runs' journals not delivered after {delivery_s:g} s (server "
+        f"overloaded or down?); parent stays RUNNING until the next `glamhpc runs`, `report` or "
+        f"`sweep` delivers them",
+        flush=True,
+    )
+    return "DELIVERING"
 
 
 class LocalSweepDriver:
@@ -40,6 +65,13 @@ class LocalSweepDriver:
         self.max_parallel = max_parallel
 
     def __call__(
+        self, folder: str, specs: list[RunSpec], parent: str | None, uri: str | None, name: str
+    ) -> str:
+        # A JSON result for `glamhpc jobs`, which never unpickles submitit's result file.
+        with recorded():
+            return self._drive(folder, specs, parent, uri, name)
+
+    def _drive(
         self, folder: str, specs: list[RunSpec], parent: str | None, uri: str | None, name: str
     ) -> str:
         executor = make_executor(self.resources, Path(folder), job_name("sweep", name))

@@ -19,7 +19,9 @@ Public API::
 
 Modules: ``uri`` (where runs go), ``runs`` (creating runs, sweeps), ``start`` (create or resume a
 run directory's run), ``tracker`` (the Tracker), ``journal`` / ``sender`` (outage-proof
-delivery), ``sync`` (`glamhpc sync`), ``curves`` (the learning-curve artifact), ``lock``,
+delivery), ``diagnose`` (backoff and what a failure means), ``handover`` (runs left undelivered
+by their job, completed by `runs`/`report`/`sweep` or the sweep finalizer), ``sync``
+(`glamhpc sync`), ``curves`` (the learning-curve artifact), ``lock``,
 ``system``, ``server`` (`glamhpc tracking-server`), ``evals`` (what `glamhpc eval` asks of
 MLflow).
 Design and guarantees: docs/TRACKING.md, journal.py and sender.py.

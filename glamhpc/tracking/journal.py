@@ -147,14 +147,115 @@ def repair_tail(path: Path) -> None:
     )
 
 
+STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+_warned_bad: set[tuple[str, int]] = set()
+_warned_lock = threading.Lock()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a journal record glamhpc wrote (None when it is one).
+
+    The journal is a file anyone with access to the run directory can edit: every reader checks
+    a record's shape here before using it, so a planted or damaged line is skipped instead of
+    raising in the middle of a resume.
+    """
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if "m" in record:
+        metrics = record["m"]
+        if not isinstance(record.get("s"), int) or isinstance(record.get("s"), bool):
+            return 'a metrics record without an integer step "s"'
+        if not isinstance(record.get("t"), int) or isinstance(record.get("t"), bool):
+            return 'a metrics record without an integer timestamp "t"'
+        if not isinstance(metrics, dict) or not all(
+            isinstance(k, str) and _number(v) for k, v in metrics.items()
+        ):
+            return '"m" is not an object of metric name -> number'
+        return None
+    if "tags" in record:
+        tags = record["tags"]
+        if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+            return '"tags" is not an object'
+        return None
+    if "artifact" in record:
+        if not isinstance(record["artifact"], str) or not isinstance(
+            record.get("dest"), (str, type(None))
+        ):
+            return '"artifact" is not a path string (or "dest" not a string)'
+        return None
+    if "status" in record:
+        if record["status"] not in STATUSES:
+            return f'"status" is not one of {", ".join(STATUSES)}'
+        if not isinstance(record.get("t"), (int, type(None))):
+            return '"t" is not an integer'
+        return None
+    return "no known record kind (m, tags, artifact, status)"
+
+
+def outside_run_dir(run_dir: Path, path: Path) -> Path | None:
+    """The first file or folder of ``path`` (itself, or anything under it) that resolves outside
+    ``run_dir``; None when the whole upload stays inside.
+
+    Artifact records are replayed from a file in the run directory, so they are only trusted to
+    name things inside it: symlinks are resolved (a link to ~/.ssh in a model folder is caught),
+    and ``..`` cannot climb out because the resolved path is compared.
+    """
+    root = run_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        return path
+    if path.is_dir():
+        for folder, dirs, files in os.walk(path):
+            for name in [*dirs, *files]:
+                entry = Path(folder) / name
+                if not entry.resolve().is_relative_to(root):
+                    return entry
+    return None
+
+
+def _line_number(path: Path, start: int) -> int:
+    """1-based line of the record that starts at byte ``start`` (only computed for bad lines)."""
+    count = 1
+    with open(path, "rb") as fh:
+        left = start
+        while left > 0:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            left -= len(block)
+    return count
+
+
+def _skip_warning(path: Path, start: int, why: str) -> None:
+    # Every reader (the resume's dedupe scan, the sender, sync, the learning curve) meets the
+    # same bad line: one warning per line and process, not one per reader.
+    key = (str(path), start)
+    with _warned_lock:
+        if key in _warned_bad:
+            return
+        _warned_bad.add(key)
+    log.warning(
+        "tracking journal %s:%d: %s; record skipped (fix or delete the line to keep it)",
+        path,
+        _line_number(path, start),
+        why,
+    )
+
+
 def read_records(
     path: Path, start: int, max_bytes: int = 4 << 20
 ) -> list[tuple[int, dict[str, Any]]]:
     """Complete records after byte ``start``: [(offset just after the record, record)].
 
     Stops at the last newline so a line the writer is still appending is left for next time.
-    Unparseable lines are logged and returned as ``{}`` so that the caller still advances past
-    them (a corrupt line must not block delivery of everything after it).
+    Unparseable or malformed lines (``record_problem``) are reported once, naming the file and
+    line, and returned as ``{}`` so that the caller still advances past them: skipping is the
+    one consistent rule, because a bad line must not block the delivery of everything after it
+    or the resume of the run.
     """
     if not path.is_file():
         return []
@@ -169,13 +270,15 @@ def read_records(
     out: list[tuple[int, dict[str, Any]]] = []
     offset = start
     for raw in data[: cut + 1].split(b"\n")[:-1]:
+        line_start = offset
         offset += len(raw) + 1
         try:
             record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not an object")
+            why = record_problem(record)
         except ValueError:
-            log.warning("tracking journal %s: skipping a corrupt line at byte %d", path, offset)
+            why = "not valid JSON"
+        if why is not None:
+            _skip_warning(path, line_start, why)
             record = {}
         out.append((offset, record))
     return out
@@ -190,6 +293,11 @@ def iter_records(path: Path, start: int = 0) -> Iterator[tuple[int, dict[str, An
             return
         yield from chunk
         offset = chunk[-1][0]
+
+
+def points_after(path: Path, start: int) -> int:
+    """Metric values journaled after byte ``start`` (what "N points pending" counts)."""
+    return sum(len(r.get("m") or ()) for _, r in iter_records(path, start))
 
 
 def metric_series(path: Path, key: str) -> tuple[list[int], list[float]]:

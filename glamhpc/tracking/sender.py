@@ -16,6 +16,20 @@ but the reply, or the ack file write, never happened):
    server, after every failure and at start, for each key's latest (= highest) step
    (``get_run`` returns them in one call) and skips journal entries at or below it. This is exact
    because entries of one key are strictly increasing in the journal and delivered in order.
+
+Behaviour under load (issue 17: 48 writers stalled a server whose pool they exhausted):
+
+* at most one request in flight per run directory, process-wide (``_IN_FLIGHT``): a sender
+  abandoned by ``finish`` while stuck on the network blocks a new one instead of doubling up;
+* after a failure: exponential backoff with jitter (half fixed, half random), so a sweep's
+  writers do not all come back in the same second after an outage;
+* while healthy the pace adapts to the server: the next look at the journal waits at least
+  ``pace_factor`` x the last pass's request time (up to ``max_pace_s``), so a slow server gets
+  fewer, larger batches instead of more concurrent ones;
+* batches respect MLflow's limits (1000 metrics, 100 params, 100 tags per ``log_batch``);
+* messages say what is true: one warning per outage and cause (``diagnose``), "answers
+  again; N points pending, delivering" when the server replies, "backlog delivered" only once
+  everything journaled has been acknowledged.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from glamhpc.fsutil import atomic_write_text
+from glamhpc.tracking.diagnose import Outage
 from glamhpc.tracking.journal import (
     ACKS,
     JOURNAL,
@@ -38,6 +53,8 @@ from glamhpc.tracking.journal import (
     AckState,
     Journal,
     MetricGate,
+    outside_run_dir,
+    points_after,
     read_records,
 )
 from glamhpc.tracking.runs import (
@@ -50,6 +67,18 @@ from glamhpc.tracking.system import SystemSampler
 from glamhpc.tracking.uri import client, short_error
 
 log = logging.getLogger("glamhpc.tracking")
+
+# One lock per run directory in this process, held for the whole of a delivery pass: whatever
+# happens to a sender (abandoned by finish() while a request hangs, a second tracker started on
+# the same directory), a run never has two requests in flight. Other processes are kept out by
+# the run directory's flock (lock.py).
+_IN_FLIGHT: dict[Path, threading.Lock] = {}
+_IN_FLIGHT_GUARD = threading.Lock()
+
+
+def _in_flight_lock(run_dir: Path) -> threading.Lock:
+    with _IN_FLIGHT_GUARD:
+        return _IN_FLIGHT.setdefault(run_dir.resolve(), threading.Lock())
 
 
 class _Stalled(Exception):
@@ -73,6 +102,10 @@ class Sender:
     """During an outage the journal is still fsynced this often (nothing else would)."""
     artifact_attempts = 4
     """Uploads of one artifact tried this often while the server answers, then skipped."""
+    pace_factor = 4.0
+    """While healthy, wait at least this many times the last pass's request time between passes."""
+    max_pace_s = 5.0
+    """... but never longer than this (a run's points reach the server within seconds)."""
 
     def __init__(
         self,
@@ -91,7 +124,6 @@ class Sender:
         self.uri = uri
         self.run_id = run_id
         self.state = state
-        self.retry_max_s = max(0.1, float(retry_max_s))
         self._journal = journal
         self._gate = gate
         self._sampler = sampler
@@ -100,17 +132,20 @@ class Sender:
         self._client = client(uri)
         self._server_max: dict[str, int] = {}
         self._reconcile = True  # always ask the server once before the first send
-        self._failures = 0
-        self._next_try = 0.0
-        self._warned = False
+        self.outage = Outage(uri, self._journal_path, retry_max_s)
+        self._pace_s = self.poll_s
+        self._requests = 0
+        self._in_flight = _in_flight_lock(run_dir)
         self._last_ack_save = 0.0
+        # stop() saves the ack while an abandoned thread may still be saving it: one at a time
+        # (both would write the same temporary file; one rename would fail).
+        self._ack_lock = threading.Lock()
         self._last_fsync = time.monotonic()
         self._ack_dirty = False
         self._cond = threading.Condition()
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        self.last_error: str | None = None
         self.delivered_records = 0
         self._artifact_failures = 0
         self.cpu_seconds = 0.0
@@ -125,7 +160,7 @@ class Sender:
     def wake(self, force: bool = False) -> None:
         """Look at the journal now; ``force`` also skips the current backoff delay once."""
         if force:
-            self._next_try = 0.0
+            self.outage.next_try = 0.0
         self._wake.set()
 
     def wait_delivered(self, offset: int, timeout_s: float) -> bool:
@@ -160,14 +195,15 @@ class Sender:
     def _loop(self) -> None:
         while not self._halt.is_set():
             now = time.monotonic()
-            wait = max(0.0, self._next_try - now) if self._failures else self.poll_s
+            failing = self.outage.failures
+            wait = max(0.0, self.outage.next_try - now) if failing else self._pace_s
             if wait > 0:
                 self._wake.wait(wait)
                 self._wake.clear()
             if self._halt.is_set():
                 break
             self._sample_system()
-            if self._failures and time.monotonic() < self._next_try:
+            if self.outage.failures and time.monotonic() < self.outage.next_try:
                 self._fsync_now_and_then()
                 continue
             self.attempt()
@@ -187,14 +223,25 @@ class Sender:
     # ------------------------------------------------------------------ delivery
     def attempt(self) -> bool:
         """One pass: deliver everything journaled so far. False (and backoff) on failure."""
+        if not self._in_flight.acquire(timeout=1.0):
+            # Another sender of this run directory is still inside a request (one abandoned by
+            # finish() while the server hung): never a second request in flight.
+            self.outage.busy()
+            return False
+        t0 = time.monotonic()
+        self._requests = 0
         try:
             self._deliver_all()
         except Exception as exc:
             self._failed(exc)
             return False
         finally:
+            self._in_flight.release()
             with self._cond:
                 self._cond.notify_all()
+        if self._requests:
+            spent = time.monotonic() - t0
+            self._pace_s = min(self.max_pace_s, max(self.poll_s, self.pace_factor * spent))
         self._succeeded()
         return True
 
@@ -205,10 +252,10 @@ class Sender:
             if self.attempt():
                 self._save_ack(force=True)
                 return True
-            if self._next_try > deadline:
+            if self.outage.next_try > deadline:
                 self._save_ack(force=True)
                 return False
-            time.sleep(max(0.0, self._next_try - time.monotonic()))
+            time.sleep(max(0.0, self.outage.next_try - time.monotonic()))
 
     def pending_bytes(self) -> int:
         size = self._journal_path.stat().st_size if self._journal_path.is_file() else 0
@@ -221,8 +268,7 @@ class Sender:
         if self._reconcile:
             self._server_max = server_max_steps(self._client, self.run_id)
             self._reconcile = False
-            # Reachable again: say so now, not after a long backlog has been delivered.
-            self._succeeded()
+            self.outage.reachable(lambda: points_after(self._journal_path, self.state.offset))
         while True:
             records = read_records(self._journal_path, self.state.offset)
             if not records:
@@ -287,6 +333,7 @@ class Sender:
     def _log_batch(self, metrics: list[Any]) -> None:
         from mlflow.exceptions import MlflowException
 
+        self._requests += 1
         try:
             self._client.log_batch(self.run_id, metrics=metrics)
         except MlflowException as exc:
@@ -320,6 +367,7 @@ class Sender:
 
     def _apply(self, record: dict[str, Any]) -> None:
         assert self.run_id is not None  # only reached from _deliver_all, after the run exists
+        self._requests += 1
         if "tags" in record:
             log_tags(self._client, self.run_id, record["tags"])
         elif "artifact" in record:
@@ -335,6 +383,18 @@ class Sender:
     def _upload(self, path: Path, dest: str | None) -> None:
         if not path.exists():
             log.warning("artifact %s no longer exists; not uploaded", path)
+            return
+        escaping = outside_run_dir(self.run_dir, path)
+        if escaping is not None:
+            # The journal is a file in the run directory, editable by whoever can write there:
+            # it may only name uploads inside that directory (issue 12).
+            log.warning(
+                "artifact record in %s names %s, which resolves outside the run directory %s; "
+                "not uploaded",
+                self._journal_path,
+                escaping,
+                self.run_dir,
+            )
             return
         try:
             if path.is_dir():
@@ -365,15 +425,19 @@ class Sender:
                 self._cond.notify_all()
 
     def _save_ack(self, force: bool) -> None:
-        now = time.monotonic()
-        if not self._ack_dirty or (not force and now - self._last_ack_save < self.ack_interval_s):
-            return
-        # The ack must never point past what is durable in the journal (after a machine crash a
-        # shorter journal with a longer ack would silently mark new appends as delivered).
-        self._fsync_journal()
-        self.state.save(self.run_dir / ACKS)
-        self._ack_dirty = False
-        self._last_ack_save = now
+        with self._ack_lock:
+            now = time.monotonic()
+            if not self._ack_dirty or (
+                not force and now - self._last_ack_save < self.ack_interval_s
+            ):
+                return
+            # The ack must never point past what is durable in the journal (after a machine
+            # crash a shorter journal with a longer ack would silently mark new appends as
+            # delivered).
+            self._fsync_journal()
+            self.state.save(self.run_dir / ACKS)
+            self._ack_dirty = False
+            self._last_ack_save = now
 
     def _fsync_journal(self) -> None:
         if self._journal is not None:
@@ -401,26 +465,17 @@ class Sender:
             self._on_run_created(run_id)
 
     # ------------------------------------------------------------------ health
+    @property
+    def last_error(self) -> str | None:
+        """The last failure, with its likely cause (None while healthy)."""
+        return self.outage.last_error
+
     def _failed(self, exc: BaseException) -> None:
-        self._failures += 1
         self._reconcile = True
-        delay = min(self.retry_max_s, 0.5 * 2 ** min(self._failures - 1, 16))
-        self._next_try = time.monotonic() + delay
-        self.last_error = short_error(exc)
-        if not self._warned:
-            self._warned = True
-            log.warning(
-                "MLflow tracking at %s failed (%s); training continues, metrics are journaled "
-                "in %s and sent when it is back",
-                self.uri,
-                self.last_error,
-                self._journal_path,
-            )
+        self.outage.failed(exc)
         self._fsync_now_and_then()
 
     def _succeeded(self) -> None:
-        if self._warned:
-            log.warning("MLflow tracking at %s is reachable again; journal delivered", self.uri)
-        self._warned = False
-        self._failures = 0
-        self.last_error = None
+        self.outage.failures = 0
+        if self.pending_bytes() == 0:
+            self.outage.delivered(self.state.offset)

@@ -44,6 +44,10 @@ def sync_run_dir(
             check_existing(client(resolved), run_id, root, resolved, state, offline_ok=False)
         sender = Sender(root, resolved, run_id, AckState.load(root / ACKS), retry_max_s=5.0)
         done = sender.drain(timeout_s)
+        if done:
+            from glamhpc.tracking.handover import clear
+
+            clear(root)
         if done and uri and state.get("uri") != resolved:
             state["uri"] = resolved
             write_state(root, state)

@@ -19,8 +19,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from glamhpc.tracking import handover
 from glamhpc.tracking.curves import draw_learning_curve
-from glamhpc.tracking.journal import JOURNAL, Journal, MetricGate
+from glamhpc.tracking.journal import JOURNAL, Journal, MetricGate, outside_run_dir
 from glamhpc.tracking.lock import RunDirLock
 from glamhpc.tracking.runs import JOB_STATE_TAG, TERMINAL_STATUSES, clean_tags
 from glamhpc.tracking.sender import Sender
@@ -186,9 +187,17 @@ class Tracker:
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Upload a file in the background (in order with the metrics; ``finish`` waits for it).
 
-        Do not modify or delete the file before ``flush``/``finish`` returns.
+        The path must be inside the run directory (the journal that names it is replayed from
+        that directory, so it is only trusted to name things there); ValueError otherwise. Do
+        not modify or delete the file before ``flush``/``finish`` returns.
         """
         self._check_open()
+        escaping = outside_run_dir(self.run_dir, Path(path))
+        if escaping is not None:
+            raise ValueError(
+                f"log_artifact: {escaping} is not inside the run directory {self.run_dir}; "
+                f"copy it there first (artifacts are uploaded only from inside the run directory)"
+            )
         self._journal.append({"artifact": str(Path(path).resolve()), "dest": artifact_path})
 
     def log_artifacts(
@@ -224,7 +233,9 @@ class Tracker:
         ``status`` is FINISHED, FAILED or KILLED (KILLED for a preempted job that will be resumed:
         the next start sets it back to RUNNING). Returns True when everything was delivered;
         otherwise the rest stays journaled and is sent by the next start of this run directory
-        or by ``glamhpc sync RUN_DIR``. Calling it twice is harmless.
+        or by ``glamhpc sync RUN_DIR``, and the run is handed over (``handover``) so that the next
+        `glamhpc runs` / `report` / `sweep` or a sweep's finalizer completes the delivery.
+        Calling it twice is harmless.
         """
         if status not in TERMINAL_STATUSES:
             raise ValueError(
@@ -240,13 +251,19 @@ class Tracker:
             target = self._journal.append({"status": status, "t": now_ms()})
             done = self._sender.wait_delivered(target, self._timeout(timeout_s))
             self._sender.stop(timeout_s=5.0 if done else 1.0)
-            if not done:
+            if done:
+                handover.clear(self.run_dir)
+            else:
+                reason = self._sender.last_error or "timeout"
+                handover.hand_over_run(self.run_dir, self.uri, reason)
                 log.warning(
-                    "%d bytes of tracking records not delivered to %s (%s); they stay in %s and "
-                    "are sent by the next start of this run or `glamhpc sync %s`",
+                    "%d points (%d bytes) of tracking records not delivered to %s (%s); they stay "
+                    "in %s and are delivered by the next `glamhpc runs`/`report`/`sweep`, the "
+                    "next start of this run or `glamhpc sync %s`",
+                    handover.pending_points(self.run_dir),
                     self._sender.pending_bytes(),
                     self.uri,
-                    self._sender.last_error or "timeout",
+                    reason,
                     self.journal_path,
                     self.run_dir,
                 )

@@ -22,10 +22,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "glamhpc"
 LAYERS: dict[str, int] = {
     "glamhpc": 0,
     "glamhpc.fsutil": 0,
+    "glamhpc.inputs": 0,
     "glamhpc.ui": 0,
     "glamhpc.envs.catalog": 0,
     "glamhpc.envs.vocab": 0,
     "glamhpc.config": 1,
+    "glamhpc.secrets": 1,
     "glamhpc.policy.hubcache": 1,
     "glamhpc.policy.shapes": 1,
     "glamhpc.rundir": 2,
@@ -161,6 +163,7 @@ LOGIN_NODE = {
     ),
     "cli import": "import glamhpc.cli",
     "tracking and report": "import glamhpc.tracking, glamhpc.report, glamhpc.rundir",
+    "tracking server": "import glamhpc.tracking.service, glamhpc.tracking.serverlog",
 }
 
 

@@ -74,8 +74,8 @@ def test_sync_replays_an_offline_journal(tracking_env: Path, sqlite_uri: str) ->
     )  # fmt: skip
     for step in range(50):
         tracker.log_metrics({"success_rate": step / 50, "loss": 1.0}, step=step * 1280)
-    (tracking_env / "f.txt").write_text("x")
-    tracker.log_artifact(tracking_env / "f.txt")
+    (run_dir / "f.txt").write_text("x")  # uploads come from inside the run directory only
+    tracker.log_artifact(run_dir / "f.txt")
     assert not tracker.finish(timeout_s=0.3)
     code, out = _run("sync", str(run_dir), "--uri", sqlite_uri)
     assert code == 0, out
@@ -111,3 +111,13 @@ def test_tracking_server_help_says_when_it_is_needed() -> None:
     assert code == 0
     flat = " ".join(out.split())
     assert "SQLite" in flat and "network" in flat and "MLFLOW_TRACKING_URI" in flat
+
+
+@pytest.mark.parametrize("command", [["runs"], ["report", "some-exp"], ["runs", "some-exp"]])
+def test_reading_commands_never_create_a_store(command: list[str], tracking_env: Path) -> None:
+    """`runs` and `report` in a folder without mlflow.db used to create an empty one there."""
+    code, out = _run(*command)
+    assert code == 2 and out.count("\n") == 1
+    assert "no MLflow tracking store" in out and "--uri" in out
+    assert not (tracking_env / "mlflow.db").exists()
+    assert list(tracking_env.iterdir()) == []

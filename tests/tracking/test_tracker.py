@@ -44,9 +44,9 @@ def test_run_records_params_tags_metrics_artifacts(
     monkeypatch.setenv("APPTAINER_CONTAINER", "/images/glamhpc.sif")
     config = _config("model.path=" + "w" * 7000, "seed=5")
     run_dir = tracking_env / "runs" / "exp" / "r1"
-    note = tracking_env / "note.txt"
-    note.write_text("hello")
     with Tracker.start(run_dir, config, "exp", sqlite_uri, "r1", {"team": "glam"}) as tracker:
+        note = run_dir / "note.txt"  # uploads come from inside the run directory only
+        note.write_text("hello")
         for step in range(0, 5 * 1280, 1280):
             tracker.log_metrics(_metrics(step), step=step)
         tracker.log_artifact(note, "notes")
