@@ -56,3 +56,13 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def state_dir() -> Path:
+    """Where glamhpc keeps per-user state (the job registry, runs left to deliver):
+    $GLAMHPC_STATE_DIR, else $XDG_STATE_HOME/glamhpc, else ~/.local/state/glamhpc."""
+    explicit = os.environ.get("GLAMHPC_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "glamhpc"

@@ -16,16 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from glamhpc.fsutil import state_dir
 from glamhpc.secrets import strip_credentials
-
-
-def state_dir() -> Path:
-    """$GLAMHPC_STATE_DIR, else $XDG_STATE_HOME/glamhpc, else ~/.local/state/glamhpc."""
-    explicit = os.environ.get("GLAMHPC_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "glamhpc"
 
 
 def registry_path() -> Path:

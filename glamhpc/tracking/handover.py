@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from hashlib import sha1
 from pathlib import Path
 
-from glamhpc.fsutil import atomic_write_text
+from glamhpc.fsutil import atomic_write_text, state_dir
 from glamhpc.tracking.journal import ACKS, JOURNAL, AckState, points_after
 from glamhpc.tracking.uri import TrackingError, probe, short_error
 
@@ -29,16 +28,6 @@ log = logging.getLogger("glamhpc.tracking")
 
 DELIVERY_BUDGET_S = 20.0
 """Seconds `glamhpc runs` / `report` / `sweep` spend delivering handed-over journals."""
-
-
-def state_dir() -> Path:
-    """$GLAMHPC_STATE_DIR, else $XDG_STATE_HOME/glamhpc, else ~/.local/state/glamhpc: the rule
-    of the job registry (glamhpc.launch.registry, a layer above this package)."""
-    explicit = os.environ.get("GLAMHPC_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "glamhpc"
 
 
 def handover_dir() -> Path:

@@ -35,6 +35,7 @@ from glamhpc.tracking.secretfiles import (
     read_secret,
     write_secret,
 )
+from glamhpc.tracking.server import reap_group
 from glamhpc.tracking.uri import TrackingError
 
 SUPERUSER = "glamhpc"
@@ -316,15 +317,4 @@ class PostgresServer:
 
     def _reap(self, timeout_s: float) -> bool:
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return False
-        while time.monotonic() < deadline:  # the backends leave right after the postmaster
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return True
-            time.sleep(0.05)
-        return False
+        return reap_group(self.process, timeout_s)

@@ -256,26 +256,31 @@ class MlflowServer:
             self._log = None
 
     def _reap(self, timeout_s: float) -> bool:
-        """Wait for the leader, then until no process of the group is left."""
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return False
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return True
-            time.sleep(0.05)
-        return False
+        return reap_group(self.process, timeout_s)
 
     def __enter__(self) -> MlflowServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def reap_group(process: subprocess.Popen[Any], timeout_s: float) -> bool:
+    """Wait for a group leader, then until no process of its group is left (a server's workers
+    or PostgreSQL's backends leave right after their leader). False when time ran out."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def start_server(
