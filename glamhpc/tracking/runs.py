@@ -25,6 +25,7 @@ import yaml
 
 from glamhpc import __version__
 from glamhpc.config import flatten
+from glamhpc.secrets import redact_text
 from glamhpc.tracking.uri import TrackingError, client, probe, resolve_uri, short_error, sqlite_path
 
 # MLflow's limits (mlflow.utils.validation); a batch over them is refused as a whole.
@@ -71,12 +72,14 @@ def valid_metric_key(key: str) -> bool:
 
 
 def param_value(value: Any) -> str:
-    """How a config leaf is shown as an MLflow param (lists/dicts as compact JSON)."""
+    """How a config leaf is shown as an MLflow param (lists/dicts as compact JSON), secrets
+    masked: every param (a run's config, a sweep parent's definition) and every tag value goes
+    through here or `clean_tags`, so a secret swept or set anywhere never reaches MLflow."""
     if isinstance(value, (list, tuple, dict)):
         text = json.dumps(value, separators=(",", ":"), default=str)
     else:
         text = str(value)
-    return truncate(text, MAX_PARAM_VALUE)
+    return truncate(redact_text(text), MAX_PARAM_VALUE)
 
 
 def config_params(config: Mapping[str, Any]) -> dict[str, str]:
@@ -155,7 +158,11 @@ def config_tags(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def clean_tags(tags: Mapping[str, Any]) -> dict[str, str]:
-    return {safe_key(k): truncate(str(v), MAX_TAG_VALUE) for k, v in tags.items() if v is not None}
+    return {
+        safe_key(k): truncate(redact_text(str(v)), MAX_TAG_VALUE)
+        for k, v in tags.items()
+        if v is not None
+    }
 
 
 def sweep_tags(values: Mapping[str, Any]) -> dict[str, str]:

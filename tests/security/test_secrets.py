@@ -228,3 +228,18 @@ def test_a_slurm_job_keeps_its_setup_in_a_private_script_only(
     assert stat.S_IMODE((run_dir / "launch").stat().st_mode) == 0o700
     leaks = _leaks(outputs, "command output")
     assert leaks + _stored_leaks(mlflow_server, tmp_path, skip=(config, script)) == []
+
+
+def test_a_sweep_parent_never_logs_a_swept_secret(sqlite_uri: str) -> None:
+    """A sweep's definition goes to its parent run as params and to each child as tags: a
+    secret set or swept there (here in launch.setup) is masked in both."""
+    from glamhpc.tracking.runs import create_parent_run, sweep_tags
+    from glamhpc.tracking.uri import client
+
+    setup = f"export HF_TOKEN={HF_TOKEN}"
+    run_id = create_parent_run(
+        "sweeps", "s", uri=sqlite_uri, params={"launch.setup": [setup, "module load cuda"]}
+    )
+    logged = client(sqlite_uri).get_run(run_id).data.params["launch.setup"]
+    assert HF_TOKEN not in logged and "***" in logged and "module load cuda" in logged
+    assert HF_TOKEN not in sweep_tags({"launch.setup": setup})["sweep.launch.setup"]
