@@ -162,7 +162,7 @@ class PPOConfig(_Section):
     entropy_coef: float = Field(0.01, ge=0, le=100)
     """Entropy bonus coefficient."""
     value_coef: float = Field(0.5, ge=0, le=100)
-    """Value loss coefficient."""
+    """Weight of the squared value error, its only factor (paper and upstream: 0.5)."""
     max_grad_norm: float = Field(0.5, gt=0, le=1e6)
     """Global gradient-norm clip."""
     normalize_advantages: bool = False

@@ -79,7 +79,9 @@ def eval_command(
         [], "--baseline", help="Also evaluate a baseline: random or bot (repeatable)."
     ),
     suite: list[str] = typer.Option(
-        [], "--suite", help="paper, compositions, distractors or one item name (repeatable)."
+        [],
+        "--suite",
+        help="paper, compositions, distractor_transfer or one item name (repeatable).",
     ),
     level: list[str] = typer.Option(
         [], "--level", help="A level to play unmodified, e.g. GoToLocal (repeatable)."

@@ -1,4 +1,4 @@
-"""Generalization test suites of the GLAM paper (spec section 7).
+"""Generalization test suites of the GLAM paper (spec section 7), and a distractor-transfer suite.
 
 A suite is a list of `SuiteItem`s; each names a level, an action space, a language and optionally
 a prompt *modifier*: a pure `str -> str` function applied to the whole prompt right before the
@@ -27,7 +27,7 @@ from types import MappingProxyType
 __all__ = [
     "ADJECTIVE_SYNONYMS",
     "COMPOSITION_SUITE",
-    "DISTRACTOR_SUITE",
+    "DISTRACTOR_TRANSFER_SUITE",
     "GOAL_REPHRASE_1",
     "GOAL_REPHRASE_2",
     "INVENTED_ADJECTIVES",
@@ -35,6 +35,7 @@ __all__ = [
     "MODIFIERS",
     "OTHER_NOUNS",
     "PAPER_SUITE",
+    "RENAMED_SUITES",
     "SUITES",
     "Modifier",
     "SuiteItem",
@@ -171,7 +172,9 @@ COMPOSITION_SUITE: tuple[SuiteItem, ...] = (
 
 # GoTo in one 8x8 room with 4, 8 and 16 distractors. minigrid registers S8N4 and GoToLocal
 # (= S8N8); S8N16 is not a minigrid id and must be registered by `glamhpc.envs.levels`.
-DISTRACTOR_SUITE: tuple[SuiteItem, ...] = (
+# Transfer of ONE trained agent across distractor counts: not the paper's Fig. 3b, which trains a
+# separate agent per count (configs/paper/sweeps/distractors.yaml), hence not in PAPER_SUITE.
+DISTRACTOR_TRANSFER_SUITE: tuple[SuiteItem, ...] = (
     SuiteItem("goto_local_n4", "BabyAI-GoToLocalS8N4-v0"),
     SuiteItem("goto_local_n8", "BabyAI-GoToLocal-v0"),
     SuiteItem("goto_local_n16", "BabyAI-GoToLocalS8N16-v0"),
@@ -184,7 +187,6 @@ PAPER_SUITE: tuple[SuiteItem, ...] = (
     SuiteItem("synonym_actions", _TRAIN, action_space="synonyms"),
     SuiteItem("french", "BabyAI-GoToFrench-v0", language="french"),
     *COMPOSITION_SUITE,
-    *DISTRACTOR_SUITE,
 )
 
 #: Named groups of items; `get_suite` also accepts any single item's name.
@@ -192,10 +194,22 @@ SUITES: Mapping[str, tuple[SuiteItem, ...]] = MappingProxyType(
     {
         "paper": PAPER_SUITE,
         "compositions": COMPOSITION_SUITE,
-        "distractors": DISTRACTOR_SUITE,
+        "distractor_transfer": DISTRACTOR_TRANSFER_SUITE,
     }
 )
-_ITEMS: Mapping[str, SuiteItem] = MappingProxyType({item.name: item for item in PAPER_SUITE})
+_ITEMS: Mapping[str, SuiteItem] = MappingProxyType(
+    {item.name: item for items in SUITES.values() for item in items}
+)
+#: Old suite names -> why they went and what to use (one line each, for the CLI's error).
+RENAMED_SUITES: Mapping[str, str] = MappingProxyType(
+    {
+        "distractors": (
+            "suite 'distractors' is now 'distractor_transfer': it evaluates ONE trained agent on "
+            "4/8/16 distractors, while the paper's Fig. 3b trains one agent per count "
+            "(glamhpc sweep configs/paper/sweeps/distractors.yaml)"
+        )
+    }
+)
 
 
 def get_suite(name: str) -> list[SuiteItem]:
@@ -208,6 +222,8 @@ def get_suite(name: str) -> list[SuiteItem]:
         return list(SUITES[name])
     if name in _ITEMS:
         return [_ITEMS[name]]
+    if name in RENAMED_SUITES:
+        raise ValueError(RENAMED_SUITES[name])
     raise ValueError(
         f"unknown suite {name!r}; expected a suite {list(SUITES)} or an item {list(_ITEMS)}"
     )

@@ -95,11 +95,14 @@ def ppo_losses(
     surrogate = -torch.min(
         advantages * ratio, advantages * ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip)
     )
+    # The bare squared error, weighted once by value_coef: upstream's loss is
+    # 0.5 * max(sq, sq_clipped) with 0.5 the paper's value coefficient. CleanRL also puts a 0.5
+    # inside; with both, the value head trained at half of upstream's weight (issue 13).
     if cfg.clip_value:
         clipped = old_values + (new_values - old_values).clamp(-cfg.clip, cfg.clip)
-        value_loss = 0.5 * torch.max((new_values - returns) ** 2, (clipped - returns) ** 2)
+        value_loss = torch.max((new_values - returns) ** 2, (clipped - returns) ** 2)
     else:
-        value_loss = 0.5 * (new_values - returns) ** 2
+        value_loss = (new_values - returns) ** 2
     entropy = -(all_logprobs.exp() * all_logprobs).sum(-1)
     with torch.no_grad():
         approx_kl = (ratio - 1.0) - log_ratio  # low-variance KL estimator (Schulman)

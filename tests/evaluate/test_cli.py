@@ -46,14 +46,14 @@ def test_eval_run_end_to_end_table_files_and_mlflow(trained_run: TrainedRun) -> 
     folder = trained_run.run_dir / "eval" / "goto_local_n4+GoToRedBallNoDists-seed1"
     rows = _rows(folder / "results.csv")
     assert [(r["agent"], r["suite"], r["item"]) for r in rows] == [
-        ("tiny", "paper", "goto_local_n4"),
+        ("tiny", "distractor_transfer", "goto_local_n4"),
         ("tiny", "level", "GoToRedBallNoDists"),
-        ("random", "paper", "goto_local_n4"),
+        ("random", "distractor_transfer", "goto_local_n4"),
         ("random", "level", "GoToRedBallNoDists"),
     ]
     assert all(r["episodes"] == "4" for r in rows)
     assert len(_rows(folder / "episodes.csv")) == 16
-    assert "| tiny | paper | goto_local_n4 |" in (folder / "results.md").read_text()
+    assert "| tiny | distractor_transfer | goto_local_n4 |" in (folder / "results.md").read_text()
 
     client = MlflowClient(trained_run.uri)
     run = client.get_run(trained_run.run_id)
@@ -63,7 +63,7 @@ def test_eval_run_end_to_end_table_files_and_mlflow(trained_run: TrainedRun) -> 
         assert run.data.metrics[key] == float(row["success_rate"])
         (point,) = client.get_metric_history(run.info.run_id, key)
         assert point.step == frames  # eval metrics sit at the checkpoint's training frames
-    assert "eval/paper/goto_local_n4/ci95_high" in run.data.metrics
+    assert "eval/distractor_transfer/goto_local_n4/ci95_high" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, f"eval/{folder.name}")}
     assert f"eval/{folder.name}/results.csv" in artifacts
     # The baseline went to a new run of the `eval` experiment, same metric names.

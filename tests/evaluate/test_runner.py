@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from glamhpc.envs.levels import TASK_KINDS
-from glamhpc.envs.suites import PAPER_SUITE, SuiteItem
+from glamhpc.envs.suites import PAPER_SUITE, SuiteItem, get_suite
 from glamhpc.evaluate.agents import (
     AgentSpec,
     EvalError,
@@ -235,8 +235,9 @@ def test_checkpoint_action_space_must_match_the_item() -> None:
     with pytest.raises(EvalError, match="trained on the 'restricted' action space"):
         check_compatible(restricted, items["no_modification"])
     standard = AgentSpec(kind="glam", label="s", trained_action_space="standard")
-    for name in ("no_modification", "synonym_actions", "french", "goto_local_n16"):
+    for name in ("no_modification", "synonym_actions", "french"):
         check_compatible(standard, items[name])
+    check_compatible(standard, get_suite("goto_local_n16")[0])
     # The French item uses the standard space in French: fine for a synonyms-trained model
     # (same minigrid actions); its own space has no French words.
     synonyms = AgentSpec(kind="glam", label="y", trained_action_space="synonyms")
@@ -253,8 +254,13 @@ def test_resolve_items() -> None:
     assert {e.suite for e in paper} == {"paper"}
     # Group or item name: the namespace is the item's first suite, so metric keys are stable.
     assert resolve_items(["compositions"], [])[0].key == "paper/pickup_seq_pickup"
-    both = resolve_items(["paper", "distractors", "french"], ["GoToLocal", "BabyAI-GoToLocal-v0"])
-    assert len(both) == len(PAPER_SUITE) + 1 and both[-1].key == "level/GoToLocal"
+    both = resolve_items(
+        ["paper", "distractor_transfer", "french"], ["GoToLocal", "BabyAI-GoToLocal-v0"]
+    )
+    assert len(both) == len(PAPER_SUITE) + 3 + 1 and both[-1].key == "level/GoToLocal"
+    assert resolve_items(["goto_local_n4"], [])[0].key == "distractor_transfer/goto_local_n4"
+    with pytest.raises(EvalError, match="now 'distractor_transfer'"):
+        resolve_items(["distractors"], [])
     french = resolve_items([], ["GoToFrench"], action_space="restricted")[0].item
     assert (french.language, french.action_space) == ("french", "restricted")
     assert resolve_items([], [], default_level="GoToRedBallNoDists")[0].key == (

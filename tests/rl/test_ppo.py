@@ -39,11 +39,34 @@ def test_surrogate_clips_negative_advantage():
 
 
 def test_value_loss_clipped_and_unclipped():
+    # value_loss is the bare squared error (clipped or not); value_coef is its only weight.
     clipped = _terms(1.0, 0.0, new_v=1.0, old_v=0.0, ret=1.0)["value_loss"].item()
-    # clipped prediction 0.2 -> 0.5 * 0.8^2 = 0.32 is the larger one
-    assert clipped == pytest.approx(0.32)
+    # clipped prediction 0 + clamp(1 - 0, -0.2, 0.2) = 0.2 -> (0.2 - 1)^2 = 0.64 beats (1 - 1)^2
+    assert clipped == pytest.approx(0.64)
     plain = _terms(1.0, 0.0, new_v=1.0, old_v=0.0, ret=1.0, clip_value=False)["value_loss"]
     assert plain.item() == pytest.approx(0.0)
+
+
+def test_value_term_weighs_as_upstream():
+    """Upstream GLAM's loss is ``policy - 0.01 * entropy + 0.5 * mean(max(sq, sq_clipped))``.
+
+    We once applied CleanRL's 0.5 inside the value loss AND the paper's value coefficient 0.5,
+    training the value head with half of upstream's weight (issue 13). Hand computation, one
+    sample, clip 0.2: ratio 1 and advantage 0 give a zero surrogate; uniform over 2 actions gives
+    entropy log 2; new value 3, old value 1, return 0: sq = 3^2 = 9, the clipped prediction
+    1 + clamp(2, -0.2, 0.2) = 1.2 gives 1.44; max 9. Loss = 0 + 0.5 * 9 - 0.01 * log 2.
+    """
+    terms = _terms(1.0, 0.0, new_v=3.0, old_v=1.0, ret=0.0)
+    assert terms["policy_loss"].item() == pytest.approx(0.0)
+    assert terms["value_loss"].item() == pytest.approx(9.0)
+    assert terms["loss"].item() == pytest.approx(0.5 * 9.0 - 0.01 * math.log(2))
+    # The clipped error wins when the new value jumped onto the return: return 3 gives sq = 0,
+    # clipped (1.2 - 3)^2 = 3.24, max 3.24.
+    other = _terms(1.0, 0.0, new_v=3.0, old_v=1.0, ret=3.0)
+    assert other["loss"].item() == pytest.approx(0.5 * 3.24 - 0.01 * math.log(2))
+    # The coefficient is the config's: value_coef 1.0 doubles the value term.
+    doubled = _terms(1.0, 0.0, new_v=3.0, old_v=1.0, ret=0.0, value_coef=1.0)
+    assert doubled["loss"].item() == pytest.approx(9.0 - 0.01 * math.log(2))
 
 
 def test_entropy_kl_clipfrac():
