@@ -104,9 +104,19 @@ class Journal:
             return self._end
 
     def sync_to_disk(self) -> None:
+        # fsync on a duplicate of the descriptor, outside the append lock: an fsync takes
+        # milliseconds (more on a loaded node or a network filesystem) and the training thread's
+        # next append must not wait for it (issue 17: it was most of log_metrics' p99). Every
+        # append is already written to the OS, so syncing the file syncs all of them; the
+        # duplicate stays valid even if close() runs meanwhile.
         with self._lock:
-            if not self._fh.closed:
-                os.fsync(self._fh.fileno())
+            if self._fh.closed:
+                return
+            fd = os.dup(self._fh.fileno())
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         with self._lock:
@@ -385,3 +395,12 @@ def journaled_max(path: Path, start: int) -> dict[str, int]:
                 if key not in out or step > out[key]:
                     out[key] = step
     return out
+
+
+def reject_metrics(path: Path, metrics: list[Any], reason: str) -> None:
+    """Keep metrics the server refused as invalid in ``path`` (never silently dropped)."""
+    with open(path, "a", encoding="utf-8") as fh:
+        for m in metrics:
+            row = {"k": m.key, "v": m.value, "s": m.step, "t": m.timestamp, "why": reason}
+            fh.write(json.dumps(row) + "\n")
+    log.warning("MLflow refused %d metrics (%s); kept in %s", len(metrics), reason, path.as_posix())

@@ -23,9 +23,9 @@ Behaviour under load (issue 17: 48 writers stalled a server whose pool they exha
   abandoned by ``finish`` while stuck on the network blocks a new one instead of doubling up;
 * after a failure: exponential backoff with jitter (half fixed, half random), so a sweep's
   writers do not all come back in the same second after an outage;
-* while healthy the pace adapts to the server: the next look at the journal waits at least
-  ``pace_factor`` x the last pass's request time (up to ``max_pace_s``), so a slow server gets
-  fewer, larger batches instead of more concurrent ones;
+* while healthy the pace adapts to the server: the next pass waits ``pace_factor`` x the last
+  pass's request time (at most ``max_pace_s``) or until a full batch is journaled, so a slow
+  server gets fewer, larger batches (up to 1000 metrics) instead of one update per request;
 * batches respect MLflow's limits (1000 metrics, 100 params, 100 tags per ``log_batch``);
 * messages say what is true: one warning per outage and cause (``diagnose``), "answers
   again; N points pending, delivering" when the server replies, "backlog delivered" only once
@@ -56,6 +56,7 @@ from glamhpc.tracking.journal import (
     outside_run_dir,
     points_after,
     read_records,
+    reject_metrics,
 )
 from glamhpc.tracking.runs import (
     MAX_METRICS_PER_BATCH,
@@ -104,8 +105,11 @@ class Sender:
     """Uploads of one artifact tried this often while the server answers, then skipped."""
     pace_factor = 4.0
     """While healthy, wait at least this many times the last pass's request time between passes."""
-    max_pace_s = 5.0
-    """... but never longer than this (a run's points reach the server within seconds)."""
+    max_pace_s = 15.0
+    """... but never longer than this, and never longer than it takes the journal to hold a full
+    batch (``MAX_METRICS_PER_BATCH`` metrics): a slow server then gets one full batch per run
+    and request instead of many small ones (its cost is mostly per request: a transaction, on
+    SQLite a commit under the one write lock)."""
 
     def __init__(
         self,
@@ -135,6 +139,8 @@ class Sender:
         self.outage = Outage(uri, self._journal_path, retry_max_s)
         self._pace_s = self.poll_s
         self._requests = 0
+        self._pass_points = 0
+        self._bytes_per_point = 50.0  # journal bytes per metric value, measured on every pass
         self._in_flight = _in_flight_lock(run_dir)
         self._last_ack_save = 0.0
         # stop() saves the ack while an abandoned thread may still be saving it: one at a time
@@ -196,10 +202,13 @@ class Sender:
         while not self._halt.is_set():
             now = time.monotonic()
             failing = self.outage.failures
-            wait = max(0.0, self.outage.next_try - now) if failing else self._pace_s
-            if wait > 0:
-                self._wake.wait(wait)
-                self._wake.clear()
+            if failing:
+                wait = max(0.0, self.outage.next_try - now)
+                if wait > 0:
+                    self._wake.wait(wait)
+                    self._wake.clear()
+            else:
+                self._wait_for_batch(now + self._pace_s)
             if self._halt.is_set():
                 break
             self._sample_system()
@@ -208,6 +217,19 @@ class Sender:
                 continue
             self.attempt()
             self.cpu_seconds = time.thread_time()
+
+    def _wait_for_batch(self, deadline: float) -> None:
+        """Sleep until ``deadline``, a wake-up (flush, finish, stop) or a full batch journaled."""
+        full = MAX_METRICS_PER_BATCH * self._bytes_per_point
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wake.wait(min(left, self.poll_s)):
+                self._wake.clear()
+                return
+            if self.pending_bytes() >= full:
+                return
 
     def _sample_system(self) -> None:
         if self._sampler is None or self._gate is None or not self._sampler.due():
@@ -230,6 +252,8 @@ class Sender:
             return False
         t0 = time.monotonic()
         self._requests = 0
+        self._pass_points = 0
+        start_offset = self.state.offset
         try:
             self._deliver_all()
         except Exception as exc:
@@ -242,6 +266,8 @@ class Sender:
         if self._requests:
             spent = time.monotonic() - t0
             self._pace_s = min(self.max_pace_s, max(self.poll_s, self.pace_factor * spent))
+        if self._pass_points >= 100:  # enough for a stable estimate of the record size
+            self._bytes_per_point = (self.state.offset - start_offset) / self._pass_points
         self._succeeded()
         return True
 
@@ -319,6 +345,7 @@ class Sender:
         while pending and (len(pending) >= MAX_METRICS_PER_BATCH or not keep_partial):
             chunk = pending[:MAX_METRICS_PER_BATCH]
             self._log_batch([m for m, _ in chunk])
+            self._pass_points += len(chunk)
             del pending[:MAX_METRICS_PER_BATCH]
             for metric, _ in chunk:
                 if metric.step > self.state.delivered_max.get(metric.key, -1):
@@ -345,25 +372,13 @@ class Sender:
                 ) from None
             # The server refuses this data itself (not the connection): retrying forever would
             # block every later metric, so the batch is set aside locally with the reason.
-            self._reject(metrics, short_error(exc))
+            reject_metrics(self.run_dir / REJECTED, metrics, short_error(exc))
 
     def _run_deleted(self) -> bool:
         try:
             return self._client.get_run(self.run_id).info.lifecycle_stage == "deleted"
         except Exception:
             return False
-
-    def _reject(self, metrics: list[Any], reason: str) -> None:
-        import json
-
-        path = self.run_dir / REJECTED
-        with open(path, "a", encoding="utf-8") as fh:
-            for m in metrics:
-                row = {"k": m.key, "v": m.value, "s": m.step, "t": m.timestamp, "why": reason}
-                fh.write(json.dumps(row) + "\n")
-        log.warning(
-            "MLflow refused %d metrics (%s); kept in %s", len(metrics), reason, path.as_posix()
-        )
 
     def _apply(self, record: dict[str, Any]) -> None:
         assert self.run_id is not None  # only reached from _deliver_all, after the run exists

@@ -217,6 +217,9 @@ class Tracker:
         Needs no server round trip, so it works offline too. Returns the PNG path (in
         run_dir/logs), or None when the metric was never logged.
         """
+        # Drawn at the end of a run: the sender delivers the tail meanwhile instead of waiting
+        # out its pace (up to 15 s under load) until finish() wakes it.
+        self._sender.wake()
         out = draw_learning_curve(self.run_dir, metric, filename)
         if out is not None:
             self.log_artifact(out, artifact_path)
