@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -346,10 +345,8 @@ def _detach(spec: ServiceSpec) -> None:
     import subprocess
     import sys
 
-    import requests
-
     from glamhpc.tracking.secretfiles import open_log
-    from glamhpc.tracking.server import public_uri
+    from glamhpc.tracking.server import public_uri, wait_healthy
 
     log = spec.log_path or spec.data / f"mlflow-server-{spec.port}.log"
     args = [sys.executable, "-m", "glamhpc", "tracking-server", "--backend", str(spec.backend),
@@ -371,21 +368,15 @@ def _detach(spec: ServiceSpec) -> None:
             start_new_session=True,
         )  # fmt: skip
     probe_host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-            fail(f"the server exited with code {child.returncode} while starting "
-                 f"(log {log}: {tail[0] if tail else 'empty'})")  # fmt: skip
-        try:
-            if requests.get(f"http://{probe_host}:{spec.port}/health", timeout=2).ok:
-                break
-        except requests.exceptions.RequestException:
-            pass
-        time.sleep(0.5)
-    else:
+    try:
+        exit_code = wait_healthy(child, f"http://{probe_host}:{spec.port}", 300)
+    except TimeoutError:
         os.killpg(child.pid, signal.SIGTERM)
         fail(f"the server did not answer within 300 s; see {log}")
+    if exit_code is not None:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        fail(f"the server exited with code {exit_code} while starting "
+             f"(log {log}: {tail[0] if tail else 'empty'})")  # fmt: skip
     typer.echo(f"MLflow tracking server running in the background, pid {child.pid}; log {log}")
     typer.echo(f"  export MLFLOW_TRACKING_URI={public_uri(spec.host, spec.port)}")
     typer.echo(f"stop it (and everything it started) with: kill -TERM {child.pid}")

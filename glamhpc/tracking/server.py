@@ -206,25 +206,18 @@ class MlflowServer:
         self.wait_ready(ready_timeout_s)
 
     def wait_ready(self, timeout_s: float) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise TrackingError(
-                    f"mlflow server exited with code {self.process.returncode} while starting"
-                    f"{self._log_hint()}"
-                )
-            try:
-                if requests.get(self.uri + "/health", timeout=2).status_code == 200:
-                    return
-            except requests.exceptions.RequestException:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise TrackingError(
-            f"mlflow server did not answer on {self.uri} within {timeout_s:g} s{self._log_hint()}"
-        )
+        try:
+            exit_code = wait_healthy(self.process, self.uri, timeout_s)
+        except TimeoutError:
+            self.stop()
+            raise TrackingError(
+                f"mlflow server did not answer on {self.uri} within {timeout_s:g} s"
+                f"{self._log_hint()}"
+            ) from None
+        if exit_code is not None:
+            raise TrackingError(
+                f"mlflow server exited with code {exit_code} while starting{self._log_hint()}"
+            )
 
     def _log_hint(self) -> str:
         if self.log_path is None or not self.log_path.is_file():
@@ -264,6 +257,24 @@ class MlflowServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def wait_healthy(process: subprocess.Popen[Any] | None, uri: str, timeout_s: float) -> int | None:
+    """Poll ``uri``/health until it answers 200: None then, or the exit code if ``process`` (the
+    server being started) ended first. TimeoutError when neither happened in ``timeout_s``."""
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return int(process.returncode)
+        try:
+            if requests.get(uri + "/health", timeout=2).status_code == 200:
+                return None
+        except requests.exceptions.RequestException:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(uri)
 
 
 def reap_group(process: subprocess.Popen[Any], timeout_s: float) -> bool:
