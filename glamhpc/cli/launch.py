@@ -159,9 +159,26 @@ def sweep(
     max_parallel: int = typer.Option(
         None, "--max-parallel", "-k", min=1, help="Array elements running at once."
     ),
-    name: str = typer.Option(None, "--name", help="Sweep name (default: the file's name:)."),
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="Sweep name, also its run names' prefix (default: the file's `name` key, else "
+        "the file name).",
+    ),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        "-s",
+        help="Dotted override for every element, applied after the file's `set:`; repeatable.",
+    ),
     max_size: int = typer.Option(
         None, "--max-size", min=1, help="Accept sweeps of up to this many elements (1024)."
+    ),
+    experiment: str = typer.Option(
+        None,
+        "--experiment",
+        help="MLflow experiment of the sweep (default: the file's `experiment` key, else the "
+        "sweep name).",
     ),
     executor: str = _O_EXECUTOR,
     nodes: int = _O_NODES,
@@ -179,6 +196,7 @@ def sweep(
 ) -> None:
     """Submit a sweep as ONE job array: one MLflow parent run, one child run per element."""
     from glamhpc.launch import format_sweep_plan, load_sweep, plan_sweep, submit_sweep
+    from glamhpc.launch.sweep_file import with_experiment, with_overrides
 
     options = _resource_options(
         executor,
@@ -195,7 +213,9 @@ def sweep(
         container,
     )
     try:
-        spec = load_sweep(sweep_file, name)
+        spec = with_overrides(load_sweep(sweep_file, name), set_)
+        if experiment:
+            spec = with_experiment(spec, experiment)
         plan = plan_sweep(spec, max_parallel, max_size=max_size, **options)
         if dry_run:
             typer.echo(format_sweep_plan(plan))
@@ -209,7 +229,8 @@ def sweep(
         f"at most {plan.max_parallel} at once"
     )
     if submitted.parent_run_id:
-        typer.echo(f"  MLflow parent run {submitted.parent_run_id} ({plan.experiment})")
+        typer.echo(f"  MLflow parent run {submitted.parent_run_id} (experiment {plan.experiment})")
+        typer.echo(f"  compare  glamhpc report {spec.name}  (the sweep's log ends with the link)")
     typer.echo("  state    glamhpc jobs")
     typer.echo(f"  cancel   glamhpc cancel {spec.name}")
     from glamhpc.tracking.handover import delivery_step  # journals earlier jobs left behind
@@ -224,11 +245,12 @@ def jobs(
         "now-2days", "--since", help="Also show ended jobs since then (sacct syntax)."
     ),
 ) -> None:
-    """This user's glamhpc jobs: id, array index, run, state, elapsed, nodes."""
+    """This user's glamhpc jobs: id, array index, run, state, elapsed, nodes, progress (latest
+    update, frames, success of the run), attempt (and why the job was last requeued)."""
     from rich.console import Console
     from rich.table import Table
 
-    from glamhpc.launch.jobs import iter_table, list_jobs
+    from glamhpc.launch.jobs import iter_table, list_jobs, table_headers
 
     try:
         rows, notes = list_jobs(since)
@@ -239,7 +261,7 @@ def jobs(
     if not rows:
         typer.echo("no glamhpc jobs")
         return
-    table = Table("job", "index", "run", "state", "elapsed", "nodes", box=None)
+    table = Table(*table_headers(), box=None)
     for cells in iter_table(rows):
         table.add_row(*cells)
     Console(width=max(100, Console().width)).print(table)
@@ -247,20 +269,30 @@ def jobs(
 
 @app.command()
 def logs(
-    job: str = typer.Argument(..., help="Job id, array element (123_4) or run name."),
+    job: str = typer.Argument(
+        ..., help="Job id, array element (123_4), run name, or a sweep (array id or name)."
+    ),
     rank: int = typer.Option(None, "--rank", "-r", min=0, help="Only this global rank's lines."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
 ) -> None:
-    """Print a job's output: every node's log, or one rank's lines."""
-    from glamhpc.launch.logs import follow_logs, read_logs, resolve_log_target
+    """Print a job's output: every node's log, or one rank's lines (rank 0 prints one progress
+    line per update). A sweep shows all its elements, each line prefixed with its run name."""
+    from glamhpc.launch.logs import follow_all, read_all, resolve_log_targets
 
     try:
-        target = resolve_log_target(job)
+        targets = resolve_log_targets(job)
         if follow:
-            state = follow_logs(target, sys.stdout, rank)
-            typer.secho(f"job {target.job_id}: {state}", err=True)
+            # A sweep is asked again every poll: a local sweep starts its elements over time.
+            several = len(targets) > 1 or bool(targets[0].label)
+            finals = follow_all(
+                (lambda: resolve_log_targets(job)) if several else (lambda: targets),
+                sys.stdout,
+                rank,
+            )
+            ended = "; ".join(f"job {job_id}: {state}" for job_id, state in finals.items())
+            typer.secho(ended, err=True)
             return
-        sys.stdout.write(read_logs(target, rank))
+        sys.stdout.write(read_all(targets, rank))
     except _launch_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -279,3 +311,24 @@ def cancel(
     except _launch_errors() as exc:
         fail(str(exc))
     typer.echo(f"cancelled {done.description}: {' '.join(done.job_ids)}")
+
+
+@app.command()
+def preempt(
+    target: str = typer.Argument(..., help="Running job id, array element, run or sweep name."),
+) -> None:
+    """Rehearse a preemption: send a running Slurm job the signal Slurm sends before its time
+    limit (USR2); the ranks save a checkpoint and the job requeues itself."""
+    from glamhpc.launch.cancel import PREEMPT_SIGNAL
+    from glamhpc.launch.cancel import preempt as preempt_job
+
+    try:
+        done = preempt_job(target)
+    except _launch_errors() as exc:
+        fail(str(exc))
+    typer.echo(
+        f"sent {PREEMPT_SIGNAL} to job {done.job_id} ({done.description}), as Slurm does before "
+        "a time limit: the ranks save a checkpoint after the current update, then the job is "
+        f"requeued as attempt {done.next_attempt} and resumes the same run (unless "
+        f"launch.max_requeues is reached). Follow it: glamhpc logs {done.job_id} --follow"
+    )

@@ -21,6 +21,8 @@ from glamhpc.cli.common import fail
 if TYPE_CHECKING:
     from glamhpc.tracking.service import ServiceSpec, TrackingService
 
+MAIN_METRIC = "Main/success_rate"
+"""glamhpc.tracking.runs.MAIN_SUCCESS_KEY, spelled out: the CLI imports no tracking at start."""
 URI_HELP = "Tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)."
 
 
@@ -51,7 +53,7 @@ def runs_cmd(
     ),
     uri: str | None = typer.Option(None, "--uri", help=URI_HELP),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="Newest N runs."),
-    metric: str = typer.Option("success_rate", "--metric", help="Metric for latest/best."),
+    metric: str = typer.Option(MAIN_METRIC, "--metric", help="Metric for latest/best."),
 ) -> None:
     """Table of runs: name, status, frames, latest & best success rate, steps/s, job state."""
     from rich.console import Console
@@ -125,31 +127,54 @@ def report_cmd(
         help="Param/tag key(s), comma-separated (default: the swept keys minus the seed).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="Output folder (default: reports/<target>)."
+        None, "--out", "-o", help="Output folder (default: reports/<sweep or experiment name>)."
     ),
     uri: str | None = typer.Option(None, "--uri", help=URI_HELP),
-    metric: str = typer.Option("success_rate", "--metric", help="Metric to plot vs frames."),
-    spread: str = typer.Option("std", "--spread", help="Band over seeds: std or minmax."),
-    smooth: int = typer.Option(1, "--smooth", min=1, help="Trailing mean over N points."),
+    metric: str = typer.Option(
+        MAIN_METRIC, "--metric", help="Metric to plot vs frames (old runs' names work too)."
+    ),
+    band: str = typer.Option(
+        "std",
+        "--band",
+        "--spread",
+        help="Band across seeds: std, ci95 (95% bootstrap interval of the mean, seeded) or minmax.",
+    ),
+    smooth: int = typer.Option(
+        1, "--smooth", min=1, help="Trailing mean over K points (curves and final value)."
+    ),
+    duplicates: str = typer.Option(
+        "refuse",
+        "--duplicates",
+        help="Different runs with one seed in a group: refuse (default) or newest (keep it).",
+    ),
 ) -> None:
-    """Learning curves over seeds (PNG) and a summary table (markdown + CSV).
+    """Learning curves over seeds (PNG with the final-performance table) and a summary table
+    (markdown + CSV).
 
-    One line per group (mean over its runs, band: std or min-max), success rate vs environment
-    frames. For a sweep (its parent run id) the files are also logged to the parent run.
+    One line per group (mean over its distinct seeds, band: std, ci95 or min-max), success rate
+    vs environment frames. A sweep (its name or parent run id) is written to
+    reports/<sweep name>/ and logged to the parent run; an experiment to reports/<experiment>/.
     """
     from glamhpc.report import build_report, groups_markdown
     from glamhpc.tracking import TrackingError
+    from glamhpc.tracking.curves import metric_label
 
     _quiet_mlflow()
     _deliver_handed_over()
     try:
-        result = build_report(target, uri, group_by, out, metric, spread, smooth)
+        result = build_report(
+            target, uri, group_by, out, metric, band, smooth, duplicates=duplicates
+        )
     except TrackingError as exc:
         fail(str(exc))
-    typer.echo(groups_markdown(result.rows, metric))
+    for note in result.notes:
+        typer.secho(f"note: {note}", err=True, fg=typer.colors.YELLOW)
+    typer.echo(groups_markdown(result.rows, metric_label(metric)))
     typer.echo(f"wrote {result.png}, {result.markdown}, {result.csv}")
     if result.parent_run_id:
         typer.echo(f"logged to the sweep's parent run {result.parent_run_id} (artifacts: report/)")
+    if result.compare_url:
+        typer.echo(f"compare in MLflow: {result.compare_url}")
 
 
 @app.command("sync")

@@ -66,6 +66,7 @@ from glamhpc.containers.run import (
     format_command,
     forwarded_env,
     job_command,
+    resolve_image_id,
     run_streaming,
     wrap_command,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "project_root",
     "render_def",
     "repo_folder",
+    "resolve_image_id",
     "run_streaming",
     "sif_name",
     "stage_model",

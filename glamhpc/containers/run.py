@@ -284,6 +284,7 @@ def job_command(
     gpus: bool = False,
     workdir: str | None = None,
     uid_gid: tuple[int, int] | None = None,
+    image_id: str | None = None,
 ) -> ContainerJob:
     """What a launcher runs on a compute node for ``inner`` inside ``image`` (pure for given
     ``environ`` and ``uid_gid``; the latter defaults to this process's).
@@ -293,8 +294,15 @@ def job_command(
     (files on the shared filesystem stay theirs, never root's) and get the GPUs of the Slurm
     allocation, not every GPU of the node: the daemon runs outside the job's cgroup. Inside,
     the selected GPUs are numbered from 0, so the host's CUDA_VISIBLE_DEVICES is not forwarded.
+
+    The image (and ``image_id``, see ``resolve_image_id``) reach the run as GLAMHPC_CONTAINER /
+    GLAMHPC_CONTAINER_ID, which the trainer records as MLflow tags.
     """
     engine = engine_for_image(image)
+    identity = {"GLAMHPC_CONTAINER": image}
+    if image_id:
+        identity["GLAMHPC_CONTAINER_ID"] = image_id
+    extra_env = {**(extra_env or {}), **identity}
     env = forwarded_env(environ, extra_env)
     devices = user = None
     if engine not in APPTAINER_LIKE:
@@ -315,6 +323,28 @@ def job_command(
         user=user,
     )
     return ContainerJob(argv, {**environ, **(extra_env or {}), **engine_env(env, engine)})
+
+
+def resolve_image_id(image: str, environ: Mapping[str, str]) -> str | None:
+    """The engine's id of a Docker/Podman image as the node sees it (``sha256:...``), so the run
+    records which build it ran, not only a tag that may move; None for Apptainer (the .sif path
+    is its identity) or when the engine cannot say (the job's own start then fails clearly)."""
+    engine = engine_for_image(image)
+    if engine in APPTAINER_LIKE:
+        return None
+    try:
+        out = subprocess.run(
+            [engine, "image", "inspect", "--format", "{{.Id}}", image],
+            env=dict(environ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = out.stdout.strip()
+    return found if out.returncode == 0 and found.startswith("sha256:") else None
 
 
 # ----------------------------------------------------------------------------- running

@@ -3,7 +3,7 @@ FSDP2 shards (one unit per T5 block + the root), activation checkpointing."""
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -65,12 +65,27 @@ def wrap_policy(
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    ddp = DistributedDataParallel(policy, device_ids=device_ids, broadcast_buffers=False)
+    ddp = DistributedDataParallel(policy, device_ids=device_ids, **_no_forward_buffer_sync())
     if ctx.device.type == "cpu":
         # On CPU (gloo) there is little compute to overlap with, so a synchronous, timed
         # all-reduce costs nothing and lets the metrics split update time from communication.
         ddp.register_comm_hook(ctx, _timed_allreduce_hook)
     return ddp
+
+
+def _no_forward_buffer_sync() -> dict[str, Any]:
+    """No buffer broadcast before each forward: ranks call the policy different numbers of
+    times while acting, and its only buffers (the candidate action ids) are the same on every
+    rank. torch >= 2.13 names this ``forward_sync_buffers`` and warns (FutureWarning, on every
+    rank) about the old ``broadcast_buffers``; older torch only knows the old name. The new one
+    still syncs buffers once at construction, harmless for identical buffers."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
 
 
 def _timed_allreduce_hook(ctx, bucket):  # type: ignore[no-untyped-def]

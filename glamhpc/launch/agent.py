@@ -87,7 +87,8 @@ def torchrun_argv(
     python: str = sys.executable,
 ) -> list[str]:
     """The per-node command (pure). ``rendezvous`` None: a single node (``--standalone``)."""
-    argv = [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}"]
+    # torchrun itself, minus the traceback it prints when a Slurm signal stops it.
+    argv = [python, "-m", "glamhpc.distributed.torchrun_main", f"--nnodes={nnodes}"]
     argv.append(f"--nproc-per-node={nproc_per_node}")
     if rendezvous is None:
         # torchrun picks a free port itself: no clash between jobs sharing a machine.

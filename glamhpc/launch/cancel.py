@@ -1,15 +1,21 @@
 """`glamhpc cancel`: a job id, an array element, a run, a sweep (array and finalizer) or an
-evaluation array, by id or by name. Only jobs glamhpc submitted are ever cancelled."""
+evaluation array, by id or by name. Only jobs glamhpc submitted are ever cancelled.
+
+`glamhpc preempt` rehearses a preemption on the same targets: it sends the job's processes the
+signal Slurm sends before a time limit, and the job goes down the real checkpoint-and-requeue path.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from glamhpc.launch import registry
+from glamhpc.launch.attempts import read_attempts
 from glamhpc.launch.executors import LaunchError, slurm_command
-from glamhpc.launch.jobs import JOB_ID, is_queued, local_alive
+from glamhpc.launch.jobs import JOB_ID, is_queued, job_state, local_alive
 from glamhpc.launch.resources import job_name, parse_job_name
 
 #: Registry kinds a name given to `cancel` may stand for (the newest such submission wins).
@@ -99,3 +105,46 @@ def _check_glamhpc_job(job_id: str) -> None:
         raise LaunchError(f"job {job_id} is not queued or running")
     if parse_job_name(names[0]) is None:
         raise LaunchError(f"job {job_id} ({names[0]}) was not submitted by glamhpc: not cancelled")
+
+
+#: What `preempt` sends: Slurm's pre-timeout signal (``--signal=USR2@delay`` in every job glamhpc
+#: submits). To the job steps only, as Slurm does: the batch shell of submitit's script would
+#: die on USR2 (``scancel --batch`` or ``--full`` would end the job instead of requeueing it).
+PREEMPT_SIGNAL = "USR2"
+
+
+@dataclass
+class Preempted:
+    job_id: str
+    description: str
+    next_attempt: int
+
+
+def preempt(target: str) -> Preempted:
+    """Send a running Slurm job (id, array element, run or sweep name) Slurm's pre-timeout
+    signal: its ranks save at the end of the current update and the job requeues itself."""
+    records = _records_for(target)
+    if records:
+        main = records[0]
+        job_id = target if JOB_ID.match(target) else main.job_id
+        what = f"{main.kind} {main.name}"
+        if main.executor != "slurm":
+            raise LaunchError(
+                f"{what} runs with the local executor; `glamhpc preempt` rehearses a Slurm "
+                "preemption: submit with --executor slurm (stop this one with `glamhpc cancel`)"
+            )
+    elif JOB_ID.match(target):
+        _check_glamhpc_job(target)
+        job_id, what, main = target, f"job {target}", None
+    else:
+        raise LaunchError(f"no job, run or sweep named '{target}' (see `glamhpc jobs`)")
+    state = job_state(job_id)
+    if state != "RUNNING":
+        raise LaunchError(
+            f"job {job_id} is {state or 'unknown to Slurm'}, not RUNNING: only a running job "
+            "can be preempted (see `glamhpc jobs`)"
+        )
+    slurm_command(["scancel", f"--signal={PREEMPT_SIGNAL}", job_id])
+    attempts = read_attempts(Path(main.folder), job_id) if main is not None else None
+    current = attempts.attempt if attempts is not None else 1
+    return Preempted(job_id, what, current + 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from glamhpc.launch import registry
 from glamhpc.launch.executors import LaunchError, slurm_command
 from glamhpc.launch.job_result import read_result
 from glamhpc.launch.resources import parse_job_name
+from glamhpc.rl.progress import read_progress
 
 #: Slurm states after which a job will not run again (REQUEUED and PREEMPTED may).
 TERMINAL_STATES = frozenset(
@@ -52,6 +53,10 @@ class JobRow:
     elapsed: str
     nodelist: str
     executor: str = "slurm"
+    attempt: str = ""
+    """Attempt number and last requeue reason ("2 (preempted)"), from glamhpc.launch.attempts."""
+    progress: str = ""
+    """The run's latest update, frames and success, from its logs/progress.json."""
 
 
 def _slurm_present() -> bool:
@@ -81,9 +86,32 @@ def _row(
         short,
         _run_for(kind, short, job_id, records),
         _state(state),
-        elapsed,
+        clock(elapsed),
         where,
+        attempt=_attempt(job_id, records),
+        progress=_progress(records.get(split_job_id(job_id)[0]), split_job_id(job_id)[1]),
     )
+
+
+def _progress(record: registry.JobRecord | None, index: str) -> str:
+    """Read from the run directory (no MLflow round trip); '' for jobs that train no run."""
+    if record is None or record.kind not in ("run", "element", "sweep"):
+        return ""
+    position = int(index) if index.isdigit() else 0
+    if position >= len(record.run_dirs) or (record.kind == "sweep" and not index):
+        return ""
+    found = read_progress(record.run_dirs[position])
+    return found.cell() if found is not None else ""
+
+
+def _attempt(job_id: str, records: dict[str, registry.JobRecord]) -> str:
+    from glamhpc.launch.attempts import read_attempts
+
+    record = records.get(split_job_id(job_id)[0])
+    found = read_attempts(record.folder, job_id) if record is not None else None
+    if found is None:
+        return ""
+    return f"{found.attempt} ({found.reason})" if found.reason else str(found.attempt)
 
 
 def _run_for(kind: str, name: str, job_id: str, records: dict[str, registry.JobRecord]) -> str:
@@ -189,13 +217,30 @@ def local_state(record: registry.JobRecord, job_id: str | None = None) -> str:
     return result.state if result is not None else "ENDED"
 
 
+#: Slurm's time formats: [D-][HH:]MM:SS (squeue %M writes 0:05, sacct 00:00:05).
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def clock(elapsed: str | int) -> str:
+    """One elapsed-time format for every row: ``HH:MM:SS``, ``D-HH:MM:SS`` past a day. Takes
+    seconds or any Slurm time; other text (UNLIMITED, '') is returned as it is."""
+    if isinstance(elapsed, str):
+        match = _SLURM_TIME.match(elapsed.strip())
+        if match is None:
+            return elapsed
+        days, hours, minutes, secs = (int(g or 0) for g in match.groups())
+        elapsed = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    days, rest = divmod(max(0, elapsed), 86400)
+    text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{text}" if days else text
+
+
 def _elapsed(start_iso: str) -> str:
     try:
         start = datetime.fromisoformat(start_iso)
     except ValueError:
         return ""
-    seconds = int((datetime.now(timezone.utc) - start).total_seconds())
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return clock(int((datetime.now(timezone.utc) - start).total_seconds()))
 
 
 def local_rows(max_age_s: float = 2 * 86400) -> list[JobRow]:
@@ -225,6 +270,7 @@ def local_rows(max_age_s: float = 2 * 86400) -> list[JobRow]:
                 _elapsed(record.submitted) if state == "RUNNING" else "",
                 "localhost",
                 "local",
+                progress=_progress(record, ""),
             )
         )
     return rows
@@ -279,13 +325,24 @@ def is_queued(job_id: str) -> bool:
     return True
 
 
+#: The job table's columns: (header, cell of a row). A new column is one entry here.
+COLUMNS: tuple[tuple[str, Callable[[JobRow], str]], ...] = (
+    ("job", lambda row: row.job_id),
+    ("index", lambda row: row.array_index),
+    ("run", lambda row: row.run),
+    ("state", lambda row: row.state),
+    ("elapsed", lambda row: row.elapsed),
+    ("nodes", lambda row: row.nodelist),
+    ("progress", lambda row: row.progress),
+    ("attempt", lambda row: row.attempt),
+)
+
+
+def table_headers() -> tuple[str, ...]:
+    return tuple(header for header, _ in COLUMNS)
+
+
 def iter_table(rows: list[JobRow]) -> Iterator[tuple[str, ...]]:
+    """The cells of each row, in COLUMNS order ('-' where there is nothing to show)."""
     for row in rows:
-        yield (
-            row.job_id,
-            row.array_index or "-",
-            row.run,
-            row.state,
-            row.elapsed or "-",
-            row.nodelist or "-",
-        )
+        yield tuple(cell(row) or "-" for _, cell in COLUMNS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from glamhpc.config import Config
@@ -81,10 +82,19 @@ def run_slurm_node(
     )
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", str(os.cpu_count() or 1)))
     agent = AgentProcess(argv, str(cwd), agent_env(os.environ, {}, cpus // nproc_per_node))
-    log(f"node {node} of {nnodes}: {' '.join(argv)}")
+    attempt = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) + 1
+    log(f"node {node} of {nnodes}, attempt {attempt}: {' '.join(argv)}")
+    started = time.time()
     # Slurm signals every process of the step (the agent and its ranks too): only survive here.
     signals = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT, signal.SIGHUP)
-    with forwarding(agent, signals, forward=False):
+    with forwarding(agent, signals, forward=False) as received:
         code = agent.wait()
         agent.drain(shutdown_timeout_s)
+    if received and run.preempted_since(started):
+        # The healthy signal path: the ranks saved. Status 0, so that srun and sacct do not
+        # report a failed step; the batch script decides about the requeue.
+        update = run.preempted_marker.read_text().strip()
+        name = signal.Signals(received[0]).name
+        log(f"stopped on {name} at update {update}, checkpoint saved")
+        return 0
     return code

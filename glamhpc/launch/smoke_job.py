@@ -62,7 +62,7 @@ class SmokeJob:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if not res.container:
             return argv, env
-        from glamhpc.containers import job_command
+        from glamhpc.containers import job_command, resolve_image_id
 
         wrapped = job_command(
             argv,
@@ -71,6 +71,7 @@ class SmokeJob:
             binds=[spec.workdir, str(Path(spec.config_path).parent)],
             gpus=res.gpus_per_node > 0,
             workdir=spec.workdir,
+            image_id=resolve_image_id(res.container, env),
         )
         return wrapped.argv, wrapped.env
 

@@ -1,7 +1,9 @@
 """`glamhpc sweep SWEEP.yaml`: plan and submit a sweep (glamhpc.launch.sweep_file) as ONE job array.
 
 Every element is a complete run with its own run directory (``<sweep>-<index>``) and MLflow child
-run under one parent run; all elements are validated before anything is written.
+run under one parent run, in the sweep's own MLflow experiment (its name unless the file's
+``experiment:`` or --experiment says otherwise); all elements are validated before anything is
+written.
 
 Slurm: one array (submitit ``map_array``) plus a tiny finalizer job that depends on the whole
 array (``afterany``) and closes the parent run as FINISHED (all children DONE) or FAILED. Local:
@@ -48,7 +50,14 @@ from glamhpc.launch.resources import (
 )
 from glamhpc.launch.submit import private_files, refuse_if_active, stored_resources
 from glamhpc.launch.sweep_driver import LocalSweepDriver, finalize_sweep
-from glamhpc.launch.sweep_file import MAX_SWEEP_SIZE, Element, SweepSpec, element_config, expand
+from glamhpc.launch.sweep_file import (
+    MAX_SWEEP_SIZE,
+    Element,
+    SweepSpec,
+    element_config,
+    expand,
+    sweep_experiment,
+)
 from glamhpc.launch.torchrun import JobOutcome, RunSpec, TorchrunJob
 from glamhpc.rundir import RunDir, check_inside, private_dir, run_root
 from glamhpc.secrets import redact_text, redacted
@@ -86,6 +95,9 @@ def plan_sweep(
     than ``max_size`` elements (default MAX_SWEEP_SIZE) are refused before any is built."""
     workdir = (workdir or Path.cwd()).resolve()
     base_data = apply_overrides(read_yaml(spec.base) if spec.base else {}, spec.overrides)
+    experiment = sweep_experiment(spec)
+    if experiment:
+        base_data = apply_overrides(base_data, [f"tracking.experiment={experiment}"])
     base_cfg = apply_cli_options(config_from_dict(base_data), **launch_options)
     base_data = base_cfg.model_dump(mode="json")
     res = resolve(base_cfg)

@@ -43,6 +43,7 @@ def finalize_sweep(
     done = sum(RunDir(Path(d)).is_done() for d in run_dirs)
     status = "FINISHED" if done == len(run_dirs) else "FAILED"
     closed = finalize_when_delivered(parent_run_id, uri, run_dirs, status, delivery_s)
+    _print_compare_url(parent_run_id, uri)
     summary = f"sweep {sweep}: {done}/{len(run_dirs)} runs finished"
     if closed:
         print(f"{summary}; parent run {status}", flush=True)
@@ -55,6 +56,20 @@ def finalize_sweep(
         flush=True,
     )
     return "DELIVERING"
+
+
+def _print_compare_url(parent_run_id: str, uri: str | None) -> None:
+    """The children side by side in the MLflow UI: printed to the sweep's log and set as a tag
+    on the parent. A link is a convenience: failing to make one never fails the sweep."""
+    from glamhpc.report.loading import children_compare_url
+
+    try:
+        url = children_compare_url(parent_run_id, uri)
+    except Exception as exc:
+        print(f"no MLflow compare link for the children: {exc}", flush=True)
+        return
+    if url:
+        print(f"compare in MLflow: {url}", flush=True)
 
 
 class LocalSweepDriver:

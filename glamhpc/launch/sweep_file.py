@@ -3,6 +3,7 @@
 Sweep file::
 
     name: lr-x-epochs            # sweep name: MLflow parent run, Slurm job name, run-name prefix
+    experiment: lr-study         # MLflow experiment (and runs/<experiment>/); default: the name
     base: ../quickstart.yaml     # base config, relative to this file (optional)
     set:                         # overrides applied to every element (optional)
       - train.max_updates=50
@@ -22,6 +23,7 @@ its own run directory (``<sweep>-<index>``) and MLflow child run under one paren
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -30,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glamhpc.config import Config, ConfigError, config_from_dict, read_yaml
+from glamhpc.config import Config, ConfigError, config_from_dict, parse_override, read_yaml
 from glamhpc.inputs.errors import show
 from glamhpc.inputs.names import BASE_NAME_MAX, check_name
 
-_SWEEP_KEYS = {"name", "base", "set", "grid", "zip", "seeds", "max_parallel"}
+_SWEEP_KEYS = {"name", "experiment", "base", "set", "grid", "zip", "seeds", "max_parallel"}
 
 #: Most elements a sweep may have unless `glamhpc sweep --max-size` says otherwise: a typo in a
 #: grid (one list too many) should not become thousands of jobs and run directories.
@@ -52,6 +54,28 @@ class SweepSpec:
     zipped: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
     max_parallel: int | None = None
+    experiment: str | None = None
+    """The sweep's own MLflow experiment (`experiment:` key or --experiment); None: see
+    ``sweep_experiment``."""
+
+
+def with_experiment(spec: SweepSpec, experiment: str) -> SweepSpec:
+    """``spec`` logging to ``experiment`` (`sweep --experiment`)."""
+    check_name(experiment, "--experiment", BASE_NAME_MAX)
+    return dataclasses.replace(spec, experiment=experiment)
+
+
+def sweep_experiment(spec: SweepSpec) -> str | None:
+    """The experiment a sweep logs to: the explicit one, else the one its ``set:`` names, else
+    None, meaning the sweep's name: a sweep gets its own experiment, so the experiment view and
+    `glamhpc report EXPERIMENT` never mix its children with one-off runs of the base config."""
+    if spec.experiment:
+        return spec.experiment
+    for text in spec.overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in ("tracking.experiment", "name"):
+            return None  # the overrides decide (applied to the base config as they are)
+    return spec.name
 
 
 @dataclass(frozen=True)
@@ -115,6 +139,9 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     sweep_name = name or data.get("name") or path.stem
     # The one name rule: the sweep names a folder, a job and (with an index) its runs.
     check_name(str(sweep_name), "sweep name", BASE_NAME_MAX)
+    experiment = data.get("experiment")
+    if experiment is not None:
+        check_name(str(experiment), f"{path}: experiment", BASE_NAME_MAX)
     return SweepSpec(
         name=str(sweep_name),
         base=base_path,
@@ -123,7 +150,26 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         zipped=zipped,
         seeds=list(seeds),
         max_parallel=max_parallel,
+        experiment=None if experiment is None else str(experiment),
     )
+
+
+def with_overrides(spec: SweepSpec, overrides: list[str]) -> SweepSpec:
+    """``spec`` with command-line ``--set`` overrides applied after the file's ``set:`` (to every
+    element). One that names a key the sweep varies is refused: the element's value would win
+    and the override would silently do nothing."""
+    varied = set(spec.grid) | set(spec.zipped) | ({"seed"} if spec.seeds else set())
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        clash = [
+            v for v in varied if v == key or v.startswith(key + ".") or key.startswith(v + ".")
+        ]
+        if clash:
+            raise ConfigError(
+                f"--set {text}: sweep {spec.name} varies {', '.join(sorted(clash))} "
+                "(grid/zip/seeds), so this override would never apply; edit the sweep file instead"
+            )
+    return dataclasses.replace(spec, overrides=[*spec.overrides, *overrides])
 
 
 def sweep_size(spec: SweepSpec) -> int:

@@ -4,16 +4,19 @@ A report reads the runs of an experiment, or the children of a sweep's parent ru
 (by default by their swept values minus the seed, so seeds of one setting form one group), and
 renders:
 
-* a PNG: success rate vs environment frames, one line per group (mean over the group's runs) with
-  a band for the spread (std or min-max);
-* a summary table as markdown and CSV: group, n seeds, final success mean ± std, best of the mean
-  curve, frames, env steps/s.
+* a PNG: success rate vs environment frames, one line per group (mean over its distinct seeds)
+  with a band (std, seeded 95 % bootstrap interval of the mean, or min-max), and beside it the
+  final-performance table;
+* a summary table as markdown and CSV: group, n distinct seeds, final value (mean and interval,
+  read at the last frame all seeds reached), best of the mean curve, that frame, env steps/s.
 
 For a sweep the three files are also logged to the parent run (artifact folder ``report/``), so the
 picture lives next to the runs in the MLflow UI.
 
-Modules: ``loading`` (runs and histories from MLflow), ``groups`` (grouping, one summary per
-group), ``tables`` (markdown / CSV), ``listing`` (`glamhpc runs`), ``build`` (the report files).
+Modules: ``loading`` (runs and histories from MLflow), ``stats`` (pure: alignment, bands,
+bootstrap, one run per seed), ``groups`` (grouping, one summary per group), ``tables``
+(markdown / CSV), ``figure`` (the PNG), ``links`` (MLflow compare URL), ``listing``
+(`glamhpc runs`), ``build`` (the report files).
 The curve math and the plotter are ``glamhpc.ui.plots``, shared with the Tracker.
 """
 
@@ -21,10 +24,12 @@ from glamhpc.report.build import ReportResult, build_report, learning_curve_png
 from glamhpc.report.groups import (
     GroupSummary,
     default_group_keys,
+    distinct_seeds,
     group_runs,
     group_value,
     summarize_groups,
 )
+from glamhpc.report.links import compare_runs_url
 from glamhpc.report.listing import RunRow, list_runs
 from glamhpc.report.loading import RunData, load_histories, resolve_target
 from glamhpc.report.tables import groups_csv, groups_markdown
@@ -37,7 +42,9 @@ __all__ = [
     "RunData",
     "RunRow",
     "build_report",
+    "compare_runs_url",
     "default_group_keys",
+    "distinct_seeds",
     "group_runs",
     "group_value",
     "groups_csv",

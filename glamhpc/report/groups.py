@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from glamhpc.report.loading import RunData
+from glamhpc.report.stats import DuplicateSeeds, align, band, one_per_seed
 from glamhpc.tracking.runs import SWEEP_TAG_PREFIX
 from glamhpc.tracking.uri import TrackingError
-from glamhpc.ui.plots import aggregate
 
 
 @dataclass
 class GroupSummary:
-    """One line of a report's table: a group of runs (usually the seeds of one setting)."""
+    """One line of a report's table: one setting, over its distinct seeds."""
 
     group: str
     n: int
+    """Distinct seeds (duplicates collapsed, see ``distinct_seeds``)."""
     final_mean: float
-    final_std: float
+    final_low: float
+    final_high: float
+    """The band (``band``) of the final value across seeds."""
+    band: str
     best: float
     frames: float
+    """The last frame every seed of the group reached: where ``final`` is read."""
     steps_per_s: float | None
+    """Mean over the group's seeds of each run's mean env steps/s."""
+    seeds: list[str] = field(default_factory=list)
 
 
 def group_value(run: RunData, key: str) -> str | None:
@@ -86,24 +93,59 @@ def natural_key(text: str) -> list[tuple[int, float | str]]:
     return out
 
 
-def summarize_groups(groups: Mapping[str, Sequence[RunData]]) -> list[GroupSummary]:
-    """Final value (mean ± std over the group's runs), best of the mean curve, frames, steps/s."""
+def run_seed(run: RunData) -> str | None:
+    """A run's seed (sweep tag, else param), None when it logged none."""
+    return group_value(run, "seed")
+
+
+def distinct_seeds(
+    groups: Mapping[str, Sequence[RunData]], duplicates: str = "refuse"
+) -> tuple[dict[str, list[RunData]], list[str]]:
+    """Each group reduced to one run per distinct seed (glamhpc.report.stats.one_per_seed);
+    returns (groups, notes). Raises TrackingError for different runs sharing a seed."""
+    out: dict[str, list[RunData]] = {}
+    notes: list[str] = []
+    for label, runs in groups.items():
+        try:
+            kept, said = one_per_seed(
+                runs,
+                run_seed,
+                lambda r: (r.steps, r.values),
+                lambda r: f"{r.name} ({r.run_id[:8]})",
+                duplicates,
+            )
+        except DuplicateSeeds as exc:
+            raise TrackingError(f"group '{label}': {exc}") from None
+        out[label] = kept
+        notes += [f"{label}: {n}" for n in said]
+    return out, notes
+
+
+def summarize_groups(
+    groups: Mapping[str, Sequence[RunData]], band_kind: str = "std", window: int = 1
+) -> list[GroupSummary]:
+    """Final value (mean and band across seeds, read at the last frame every seed reached, after
+    the same smoothing as the curve), best of the mean curve, that frame, mean env steps/s."""
     import numpy as np
 
     rows = []
     for label, runs in groups.items():
-        finals = np.array([r.values[-1] for r in runs if r.values], dtype=float)
-        _, mean_curve, _, _ = aggregate([(r.steps, r.values) for r in runs])
-        sps = [r.steps_per_s for r in runs if r.steps_per_s is not None]
+        grid, stack = align([(r.steps, r.values) for r in runs], window)
+        mean, low, high = band(stack[:, -1:], band_kind)
+        sps = [r.mean_steps_per_s for r in runs if r.mean_steps_per_s is not None]
+        seeds = [s for s in (run_seed(r) for r in runs) if s is not None]
         rows.append(
             GroupSummary(
                 group=label,
                 n=len(runs),
-                final_mean=float(finals.mean()),
-                final_std=float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
-                best=float(np.max(mean_curve)),
-                frames=float(np.mean([r.steps[-1] for r in runs])),
+                final_mean=float(mean[0]),
+                final_low=float(low[0]),
+                final_high=float(high[0]),
+                band=band_kind,
+                best=float(np.max(stack.mean(axis=0))),
+                frames=float(grid[-1]),
                 steps_per_s=float(np.mean(sps)) if sps else None,
+                seeds=sorted(seeds, key=natural_key),
             )
         )
     return rows

@@ -51,8 +51,9 @@ def list_runs(
     for run in runs:
         data = run_data(run)
         best = None
-        if metric in data.latest:
-            history = mlflow_client.get_metric_history(data.run_id, metric)
+        key = data.metric_key(metric)
+        if key is not None:
+            history = mlflow_client.get_metric_history(data.run_id, key)
             finite = [m.value for m in history if not math.isnan(m.value)]
             best = max(finite) if finite else None
         state = data.tags.get(JOB_STATE_TAG) or "-"
@@ -65,7 +66,7 @@ def list_runs(
                 run_id=data.run_id,
                 status=data.status,
                 frames=data.frames,
-                latest=data.latest.get(metric),
+                latest=data.latest.get(key) if key else None,
                 best=best,
                 steps_per_s=data.steps_per_s,
                 job_state=state,

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from glamhpc.tracking.runs import PARENT_TAG, SWEEP_ROLE_TAG
+from glamhpc.tracking.runs import LEGACY_METRIC_KEYS, PARENT_TAG, SWEEP_ROLE_TAG
 from glamhpc.tracking.uri import TrackingError, client, probe, resolve_uri, sqlite_path
 
 if TYPE_CHECKING:
@@ -44,12 +44,23 @@ class RunData:
     tags: dict[str, str]
     latest: dict[str, float]
     latest_step: dict[str, int]
+    experiment_id: str = ""
     steps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    mean_steps_per_s: float | None = None
+    """Mean of the run's throughput history (filled by load_histories)."""
 
     @property
     def frames(self) -> int:
         return max(self.latest_step.values(), default=0)
+
+    def metric_key(self, metric: str) -> str | None:
+        """The key this run logged ``metric`` under: itself, or its name before the rename
+        (glamhpc.tracking.runs.LEGACY_METRIC_KEYS), so old runs stay reportable."""
+        for key in (metric, LEGACY_METRIC_KEYS.get(metric)):
+            if key is not None and key in self.latest:
+                return key
+        return None
 
     @property
     def steps_per_s(self) -> float | None:
@@ -70,6 +81,7 @@ def run_data(run: Run) -> RunData:
         tags=dict(run.data.tags),
         latest=dict(run.data.metrics),
         latest_step={m.key: int(m.step) for m in proto_metrics},
+        experiment_id=run.info.experiment_id,
     )
 
 
@@ -111,8 +123,9 @@ def search_all(
 def resolve_target(
     mlflow_client: MlflowClient, target: str, uri: str
 ) -> tuple[str, list[RunData], str | None]:
-    """(experiment name, runs to report, parent run id) for an experiment name, a sweep's name
-    (its parent run's name; the newest such sweep) or a run id (a parent reports its children)."""
+    """(experiment name, runs to report, parent run id) for a run id (a parent reports its
+    children), a sweep's name (its parent run's name; the newest such sweep) or an experiment
+    name, tried in that order."""
     from mlflow.exceptions import MlflowException
 
     run = None
@@ -121,9 +134,11 @@ def resolve_target(
             run = mlflow_client.get_run(target)
         except MlflowException:
             run = None
-    exp = mlflow_client.get_experiment_by_name(target) if run is None else None
-    if run is None and exp is None:
+    # A sweep's name before an experiment's: a sweep logs to an experiment of its own name by
+    # default, and `report SWEEP` must report (and log to) that sweep's parent.
+    if run is None:
         run = _sweep_parent_named(mlflow_client, target)
+    exp = mlflow_client.get_experiment_by_name(target) if run is None else None
     if run is not None:
         parent_id = run.info.run_id
         experiment = mlflow_client.get_experiment(run.info.experiment_id).name
@@ -160,16 +175,48 @@ def _sweep_parent_named(mlflow_client: MlflowClient, name: str) -> Run | None:
 
 
 def load_histories(mlflow_client: MlflowClient, runs: list[RunData], metric: str) -> list[RunData]:
-    """Fill each run's (steps, values) of ``metric``; runs without it are dropped."""
+    """Fill each run's (steps, values) of ``metric`` (or its legacy key) and its mean
+    throughput; runs without the metric are dropped."""
     out = []
     for run in runs:
-        if metric not in run.latest:
+        key = run.metric_key(metric)
+        if key is None:
             continue
-        history = sorted(mlflow_client.get_metric_history(run.run_id, metric), key=lambda m: m.step)
+        history = sorted(mlflow_client.get_metric_history(run.run_id, key), key=lambda m: m.step)
         # NaN (an update without finished episodes) would poison the mean over seeds.
         history = [m for m in history if not math.isnan(m.value)]
         run.steps = [int(m.step) for m in history]
         run.values = [float(m.value) for m in history]
+        throughput = next((k for k in THROUGHPUT_KEYS if k in run.latest), None)
+        if throughput is not None:
+            rates = [m.value for m in mlflow_client.get_metric_history(run.run_id, throughput)]
+            rates = [r for r in rates if math.isfinite(r)]
+            run.mean_steps_per_s = sum(rates) / len(rates) if rates else None
         if run.steps:
             out.append(run)
     return out
+
+
+COMPARE_URL_TAG = "glamhpc.compare_url"
+"""Tag on a finished sweep's parent: the MLflow compare view of its children."""
+
+
+def children_compare_url(parent_run_id: str, uri: str | None) -> str | None:
+    """The compare-runs URL of a sweep parent's children (None when it has none); also set as
+    the parent's COMPARE_URL_TAG when it fits in a tag."""
+    from glamhpc.report.links import compare_runs_url
+    from glamhpc.tracking.runs import MAX_TAG_VALUE
+
+    resolved = resolve_uri(uri)
+    mlflow_client = client(resolved)
+    parent = mlflow_client.get_run(parent_run_id)
+    children = search_all(
+        mlflow_client, [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    )
+    if not children:
+        return None
+    ids = sorted((r.info.run_name or "", r.info.run_id) for r in children)
+    url = compare_runs_url(resolved, [parent.info.experiment_id], [i for _, i in ids])
+    if len(url) <= MAX_TAG_VALUE:
+        mlflow_client.set_tag(parent_run_id, COMPARE_URL_TAG, url)
+    return url

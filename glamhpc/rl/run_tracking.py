@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import warnings
 
 from glamhpc.config import Config, to_dict
@@ -24,7 +23,6 @@ def start_tracker(cfg: Config, run: RunDir, world_size: int) -> Tracker:
         "run_dir": str(run.path.resolve()),
         "checkpoints": str(run.checkpoints.resolve()),
         "world_size": str(world_size),
-        "hosts": socket.gethostname(),
     }
     # Launchers (submit, sweep) describe the run through the environment of its ranks.
     extra = os.environ.get("GLAMHPC_RUN_TAGS")

@@ -36,12 +36,13 @@ from glamhpc.rl.health import (
 )
 from glamhpc.rl.metrics import device_peak_flops, update_metrics
 from glamhpc.rl.ppo import NonFiniteError, RankSlice, update_from_rollout
-from glamhpc.rl.progress import train_bar
+from glamhpc.rl.progress import train_progress
 from glamhpc.rl.rollout import EpisodeStats, Rollout, RolloutKey, collect
 from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_tracker
 from glamhpc.rl.signals import SignalFlag
 from glamhpc.rundir import DONE_MARKER, RunDir, default_run_name
 from glamhpc.tracking import Tracker
+from glamhpc.tracking.runs import mlflow_metric_keys
 
 
 class Trainer:
@@ -185,7 +186,7 @@ class Trainer:
             self.tracker = start_tracker(cfg, self.rundir, ctx.world_size)
         preempted = False
         env_snapshot: dict[str, Any] = {}
-        with train_bar(ctx.is_main and cfg.train.progress, cfg) as bar:
+        with train_progress(cfg, self.run_dir, ctx.is_main) as bar:
             bar.advance_to(self.counters.frames)
             while self._more_to_do():
                 env_snapshot = self.envs.state_dict()
@@ -226,8 +227,8 @@ class Trainer:
                 self._watch_health(metrics)
                 self.history.append({"frames": self.counters.frames, **metrics})
                 if self.tracker is not None:
-                    self.tracker.log_metrics(metrics, step=self.counters.frames)
-                bar.update(self.counters.frames, metrics)
+                    self.tracker.log_metrics(mlflow_metric_keys(metrics), step=self.counters.frames)
+                bar.update(self.counters.update, self.counters.frames, metrics)
                 stop_now = ctx.any_flag(flag.received is not None)
                 if self.counters.update % cfg.train.checkpoint_every == 0 or stop_now:
                     self.save(self.envs.state_dict())

@@ -44,6 +44,30 @@ JOB_STATE_TAG = "glamhpc.job_state"
 PENDING, PREEMPTED, REQUEUED)."""
 SWEEP_ROLE_TAG = "glamhpc.sweep"
 """``parent`` on a sweep's parent run (report and `runs` use it to tell parents from children)."""
+MAIN_SUCCESS_KEY = "Main/success_rate"
+"""MLflow key of the main success rate. MLflow 3.17's chart view puts a key in the section named
+by what precedes its last '/', lists the named sections in JS sort order (uppercase before
+lowercase) and THEN the unprefixed "Model metrics" section, charts sorted by key inside a
+section: "Main/" is the first section, ahead of health/*, time/* and the per-task curves."""
+TASK_SUCCESS_PREFIX = "success_rate_by_task/"
+"""MLflow prefix of the per-task success rates (their own section, after "Main")."""
+LEGACY_METRIC_KEYS = {MAIN_SUCCESS_KEY: "success_rate"}
+"""What runs logged before the rename call a metric (report and `runs` fall back to it)."""
+
+
+def mlflow_metric_keys(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The trainer's metric dict with MLflow's keys: ``success_rate`` -> MAIN_SUCCESS_KEY,
+    ``success_rate/<task>`` -> ``success_rate_by_task/<task>``; everything else unchanged."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if key == "success_rate":
+            key = MAIN_SUCCESS_KEY
+        elif key.startswith("success_rate/"):
+            key = TASK_SUCCESS_PREFIX + key[len("success_rate/") :]
+        out[key] = value
+    return out
+
+
 SWEEP_TAG_PREFIX = "sweep."
 """Children carry one ``sweep.<dotted key>`` tag per swept value (the UI's compare view groups
 and filters on them)."""
@@ -114,7 +138,6 @@ def environment_tags() -> dict[str, str]:
     """Provenance of this process: version, git, host, Slurm job, container image."""
     tags = {
         "glamhpc.version": __version__,
-        "glamhpc.host": socket.gethostname(),
         "mlflow.source.name": "glamhpc",
         "mlflow.source.type": "JOB",
     }
@@ -128,19 +151,42 @@ def environment_tags() -> dict[str, str]:
         "slurm.job_id": "SLURM_JOB_ID",
         "slurm.array_job_id": "SLURM_ARRAY_JOB_ID",
         "slurm.array_task_id": "SLURM_ARRAY_TASK_ID",
-        "slurm.nodelist": "SLURM_JOB_NODELIST",
         "slurm.restart_count": "SLURM_RESTART_COUNT",
         "slurm.partition": "SLURM_JOB_PARTITION",
     }
     for tag, env in slurm.items():
         if os.environ.get(env):
             tags[tag] = os.environ[env]
-    tags["glamhpc.hosts"] = os.environ.get("SLURM_JOB_NODELIST") or tags["glamhpc.host"]
+    # The one host tag: every node of the job under Slurm, else this machine.
+    tags["glamhpc.hosts"] = os.environ.get("SLURM_JOB_NODELIST") or socket.gethostname()
     for env in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER", "GLAMHPC_CONTAINER"):
         if os.environ.get(env):
             tags["container.image"] = os.environ[env]
             break
+    if os.environ.get("GLAMHPC_CONTAINER_ID"):
+        tags["container.image_id"] = os.environ["GLAMHPC_CONTAINER_ID"]
+    detected = detect_container()
+    if detected:
+        tags["container.detected"] = detected
+    with contextlib.suppress(OSError, UnicodeDecodeError):  # not in a glamhpc image
+        tags["container.build"] = IMAGE_MARKER.read_text(encoding="utf-8").strip()[:200]
     return tags
+
+
+IMAGE_MARKER = Path("/etc/glamhpc-image")
+"""Written by the Dockerfile and the Apptainer def: ``glamhpc VERSION REVISION`` of the build."""
+
+
+def detect_container(root: Path = Path("/")) -> str | None:
+    """Which engine this process runs under, from what the engines themselves put in every
+    container (not from variables a launcher could set on the host): proof a job ran inside."""
+    if (root / ".dockerenv").exists():
+        return "docker"
+    if (root / "run" / ".containerenv").exists():
+        return "podman"
+    if (root / ".singularity.d").is_dir():
+        return "apptainer"
+    return None
 
 
 def config_tags(config: Mapping[str, Any]) -> dict[str, str]:

@@ -221,6 +221,9 @@ def open_run(
             }
         )
         journal.append({"status": "RUNNING", "t": now_ms()})
+    else:
+        # The first start's other tags went with the run's creation; its count goes here.
+        journal.append({"tags": {"glamhpc.starts": str(starts)}})
     state.update(
         uri=strip_credentials(uri),
         experiment=experiment,

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
     FloatArray = NDArray[np.float64]
 
-DEFAULT_METRIC = "success_rate"
-"""The metric a learning curve shows unless told otherwise."""
+DEFAULT_METRIC = "Main/success_rate"
+"""The metric a learning curve shows unless told otherwise: the main success rate under its MLflow
+key (glamhpc.tracking.runs.MAIN_SUCCESS_KEY; runs logged before it used ``success_rate``)."""
 
 Curve = tuple[Sequence[float], Sequence[float]]
 """One run's (steps, values)."""

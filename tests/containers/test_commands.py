@@ -276,6 +276,26 @@ def test_job_command_apptainer_passes_values_through_the_environment() -> None:
     assert "APPTAINERENV_HOME" not in job.env and job.env["HOME"] == "/home/u"
 
 
+def test_job_command_tells_the_run_its_image_by_name() -> None:
+    """GLAMHPC_CONTAINER(_ID) reach the trainer (it tags the MLflow run with them), by name."""
+    job = c.job_command(["python"], "glamhpc:1", environ={}, image_id="sha256:ab12", uid_gid=(1, 1))
+    passed = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--env"]
+    assert {"GLAMHPC_CONTAINER", "GLAMHPC_CONTAINER_ID"} <= set(passed)
+    assert "sha256:ab12" not in job.argv
+    assert job.env["GLAMHPC_CONTAINER"] == "glamhpc:1"
+    assert job.env["GLAMHPC_CONTAINER_ID"] == "sha256:ab12"
+    sif = c.job_command(["python"], "/img/g.sif", environ={})
+    assert sif.env["APPTAINERENV_GLAMHPC_CONTAINER"] == "/img/g.sif"
+    assert "APPTAINERENV_GLAMHPC_CONTAINER_ID" not in sif.env
+
+
+def test_image_id_is_none_for_apptainer_and_for_an_engine_that_cannot_say(
+    standin_env: dict,
+) -> None:
+    assert c.resolve_image_id("/img/g.sif", standin_env) is None
+    assert c.resolve_image_id("never-built:1", standin_env) is None
+
+
 def test_engine_env_prefixes() -> None:
     env = {"A": "1 2", "B": "x=y"}
     assert c.engine_env(env, "apptainer") == {"APPTAINERENV_A": "1 2", "APPTAINERENV_B": "x=y"}

@@ -130,7 +130,7 @@ def test_two_rank_slurm_job_trains_inside_the_container(cluster: None, tmp_path:
     assert f"{cache}:{cache}" in argv[argv.index("--bind") + 1].split(",")
     assert str(tmp_path) in argv[argv.index("--bind") + 1].split(",")[0]
     inner = argv[argv.index(str(image)) + 1 :]
-    assert inner[1:3] == ["-m", "torch.distributed.run"]
+    assert inner[1:3] == ["-m", "glamhpc.distributed.torchrun_main"]
     assert "--nproc-per-node=2" in inner
 
     # Both ranks trained: torchrun's per-rank prefixes in the node log, and the run is tracked.

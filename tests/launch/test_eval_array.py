@@ -104,6 +104,8 @@ def test_an_eval_array_is_recorded_listed_logged_and_cancelled(
         "RUNNING",
         "00:00:12",
         "node2",
+        "-",
+        "-",
     )
 
     # `glamhpc logs`: a part by name or element id; the bare array id asks for a part.

@@ -55,11 +55,15 @@ def test_local_sweep_runs_elements_within_max_parallel(
         "element 1 ended: FINISHED",
     ], log
     assert "2/2 runs finished; parent run FINISHED" in log
+    # The sweep's own experiment (its name), and the children side by side in the MLflow UI.
+    compare = [line for line in log.splitlines() if line.startswith("compare in MLflow: ")]
+    assert len(compare) == 1 and "/#/compare-runs?runs=" in compare[0], log
 
     client = MlflowClient(sqlite_uri)
     parent = client.get_run(str(submitted.parent_run_id))
     assert parent.info.status == "FINISHED"
-    experiment = client.get_experiment_by_name("quickstart")
+    assert client.get_experiment_by_name("quickstart") is None  # not mixed with one-off runs
+    experiment = client.get_experiment_by_name("local-sw")
     assert experiment is not None
     children = client.search_runs(
         [experiment.experiment_id],
@@ -67,6 +71,13 @@ def test_local_sweep_runs_elements_within_max_parallel(
     )
     assert sorted(c.data.tags["sweep.seed"] for c in children) == ["1", "2"]
     assert all(c.info.status == "FINISHED" for c in children)
+    assert parent.data.tags["glamhpc.compare_url"] == compare[0].split(": ", 1)[1]
+    assert all(c.info.run_id in compare[0] for c in children)
+    # The trainer logs MLflow's keys (glamhpc.tracking.runs.mlflow_metric_keys): never the old
+    # names. (Two tiny updates finish no episode, so no success rate at all is logged here.)
+    keys = {k for c in children for k in c.data.metrics}
+    assert "env_steps_per_s" in keys
+    assert not any(k == "success_rate" or k.startswith("success_rate/") for k in keys)
 
     kinds = sorted(r.kind for r in registry.load())
     assert kinds == ["element", "element", "sweep"]

@@ -8,7 +8,7 @@ import pytest
 
 from glamhpc.config import ConfigError
 from glamhpc.launch.sweep import plan_sweep
-from glamhpc.launch.sweep_file import Element, SweepSpec, expand, load_sweep
+from glamhpc.launch.sweep_file import Element, SweepSpec, expand, load_sweep, with_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,10 +42,10 @@ def test_empty_sweep_is_one_base_run() -> None:
 def test_example_sweep_is_2x2(tmp_path: Path) -> None:
     spec = load_sweep(REPO / "configs" / "sweeps" / "example-2x2.yaml")
     plan = plan_sweep(spec, workdir=tmp_path)
-    assert len(plan.elements) == 4 and plan.max_parallel == 4
+    assert len(plan.elements) == 4 and plan.max_parallel == 2
     assert [c.seed for c in plan.configs] == [1, 2, 1, 2]
-    assert sorted({c.ppo.lr for c in plan.configs}) == [1e-4, 5e-4]
-    assert {c.train.max_updates for c in plan.configs} == {20}
+    assert sorted({c.ppo.lr for c in plan.configs}) == [5e-5, 5e-4]
+    assert {c.train.max_updates for c in plan.configs} == {30}
     names = [r.run_name for r in plan.run_specs]
     assert names == [f"example-2x2-{i:03d}" for i in range(4)]
     assert all(Path(r.config_path).parent == plan.folder / "configs" for r in plan.run_specs)
@@ -122,3 +122,22 @@ def test_launcher_plans_the_run_dirs_the_trainer_writes(tmp_path: Path) -> None:
     sweep = plan_sweep(load_sweep(_write(tmp_path, "name: s\nseeds: [1, 2]\n")), workdir=tmp_path)
     for run_cfg, spec in zip(sweep.configs, sweep.run_specs, strict=True):
         assert spec.run_dir == str(RunDir.of(run_cfg, spec.run_name, tmp_path).path)
+
+
+def test_a_sweep_gets_its_own_experiment(tmp_path: Path) -> None:
+    base = "name: s\nseeds: [1]\n"
+    assert plan_sweep(load_sweep(_write(tmp_path, base)), workdir=tmp_path).experiment == "s"
+    plan = plan_sweep(
+        load_sweep(_write(tmp_path, base + "experiment: lr-study\n")), workdir=tmp_path
+    )
+    assert plan.experiment == "lr-study" and {c.experiment for c in plan.configs} == {"lr-study"}
+    assert plan.folder == tmp_path / "runs" / "lr-study" / "sweeps" / "s"
+    spec = with_experiment(load_sweep(_write(tmp_path, base + "experiment: x\n")), "cli")
+    assert plan_sweep(spec, workdir=tmp_path).experiment == "cli"  # --experiment wins
+    # An experiment the file's `set:` names is kept (the paper sweeps name theirs that way).
+    spec = load_sweep(_write(tmp_path, base + "set: [tracking.experiment=mine]\n"))
+    assert plan_sweep(spec, workdir=tmp_path).experiment == "mine"
+    with pytest.raises(ConfigError, match="bad --experiment"):
+        with_experiment(spec, "../up")
+    with pytest.raises(ConfigError, match="experiment"):
+        load_sweep(_write(tmp_path, base + "experiment: 'a b'\n"))

@@ -36,7 +36,7 @@ def test_single_node_is_standalone() -> None:
         log_dir="/r/logs",
         python="py",
     )
-    assert argv[:3] == ["py", "-m", "torch.distributed.run"]
+    assert argv[:3] == ["py", "-m", "glamhpc.distributed.torchrun_main"]
     assert "--standalone" in argv and not any(a.startswith("--rdzv") for a in argv)
     assert "--nproc-per-node=2" in argv and "--nnodes=1" in argv
     # The rank command is exactly `glamhpc train ...`, after torchrun's own options.
@@ -160,7 +160,7 @@ def test_node_command_inside_a_container(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert argv[:2] == ["apptainer", "exec"] and "--cleanenv" in argv
     assert "/images/glamhpc.sif" in argv
     inner = argv[argv.index("/images/glamhpc.sif") + 1 :]
-    assert inner[:3] == ["python3", "-m", "torch.distributed.run"]
+    assert inner[:3] == ["python3", "-m", "glamhpc.distributed.torchrun_main"]
     binds = argv[argv.index("--bind") + 1]
     assert f"{tmp_path}:{tmp_path}" in binds.split(",")  # the working dir, at the same path
     # Variables reach the container through the engine's environment, never its argv.

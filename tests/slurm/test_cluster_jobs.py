@@ -95,7 +95,8 @@ def test_preemption_requeues_and_resumes_exactly(batch: Batch) -> None:
     outcome = job.job.result()
     assert outcome.status == "done" and outcome.requeues == 1
     log = read_logs(LogTarget(job.job_id, job.plan.folder, "slurm"))
-    assert "checkpoint saved; requeueing" in log and "attempt 2" in log
+    assert "preempted at update" in log and "checkpoint saved, requeued as attempt 2" in log
+    assert "Traceback" not in log
     assert (run_dir / "PREEMPTED").is_file() and (run_dir / "DONE").is_file()
     # Metrics: every update once, none lost and none logged twice across the two attempts.
     assert _metric_steps(batch.uri, run_dir) == _metric_steps(batch.uri, batch.single.plan.run_dir)

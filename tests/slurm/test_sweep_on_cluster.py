@@ -45,8 +45,12 @@ def test_sweep_is_one_array_with_children_under_one_parent(
     client = MlflowClient(sqlite_uri)
     parent = client.get_run(submitted.parent_run_id)
     assert parent.info.status == "FINISHED"
-    experiment = client.get_experiment_by_name("quickstart")
+    # The sweep's own experiment, and the finalizer's link to the children side by side.
+    assert client.get_experiment_by_name("quickstart") is None
+    experiment = client.get_experiment_by_name("lr-seeds")
     assert experiment is not None
+    compare = parent.data.tags["glamhpc.compare_url"]
+    assert "/#/compare-runs?runs=" in compare
     children = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{submitted.parent_run_id}'",
@@ -56,6 +60,7 @@ def test_sweep_is_one_array_with_children_under_one_parent(
     settings = {(c.data.tags["sweep.ppo.lr"], c.data.tags["sweep.seed"]) for c in children}
     assert settings == {("0.0001", "1"), ("0.0001", "2"), ("0.0005", "1"), ("0.0005", "2")}
     assert all(len(c.data.metrics) > 0 for c in children)
+    assert all(c.info.run_id in compare for c in children)
 
     result = CliRunner().invoke(app, ["jobs"])
     assert result.exit_code == 0

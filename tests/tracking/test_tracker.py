@@ -67,7 +67,7 @@ def test_run_records_params_tags_metrics_artifacts(
     assert tags["model"] == "tiny-t5" and tags["seed"] == "5" and tags["level"]
     assert tags["slurm.job_id"] == "4242" and tags["slurm.array_task_id"] == "3"
     assert tags["container.image"] == "/images/glamhpc.sif"
-    assert tags["glamhpc.version"] and tags["glamhpc.host"]
+    assert tags["glamhpc.version"] and tags["glamhpc.hosts"] and tags["glamhpc.starts"] == "1"
     assert tags["glamhpc.job_state"] == "COMPLETED"
     assert _steps(client, run_id, "success_rate") == list(range(0, 5 * 1280, 1280))
     artifacts = {a.path for a in client.list_artifacts(run_id)}
@@ -255,3 +255,16 @@ def test_second_start_in_one_process_closes_the_abandoned_tracker(
         assert second.run_id == first.run_id
         second.log_metrics(_metrics(1), step=1)
     assert _steps(MlflowClient(sqlite_uri), second.run_id or "", "policy_loss") == [0, 1]
+
+
+def test_detect_container_reads_what_the_engines_put_in_every_container(tmp_path) -> None:
+    from glamhpc.tracking.runs import detect_container
+
+    assert detect_container(tmp_path) is None
+    (tmp_path / ".singularity.d").mkdir()
+    assert detect_container(tmp_path) == "apptainer"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text("")
+    assert detect_container(tmp_path) == "podman"
+    (tmp_path / ".dockerenv").write_text("")
+    assert detect_container(tmp_path) == "docker"
