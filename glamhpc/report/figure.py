@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from glamhpc.report.groups import GroupSummary
-from glamhpc.report.stats import align, band
-from glamhpc.ui.plots import Curve, format_frames
+from glamhpc.report.stats import band
+from glamhpc.ui.plots import Curve, align, format_frames
 
 if TYPE_CHECKING:
     from matplotlib.colors import ListedColormap

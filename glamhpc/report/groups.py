@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from glamhpc.report.loading import RunData
-from glamhpc.report.stats import DuplicateSeeds, align, band, one_per_seed
+from glamhpc.report.stats import DuplicateSeeds, band, one_per_seed
 from glamhpc.tracking.runs import SWEEP_TAG_PREFIX
 from glamhpc.tracking.uri import TrackingError
+from glamhpc.ui.plots import align
 
 
 @dataclass

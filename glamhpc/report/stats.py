@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from glamhpc.ui.plots import Curve, smooth
+from glamhpc.ui.plots import Curve
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,24 +28,6 @@ T = TypeVar("T")
 
 class DuplicateSeeds(ValueError):
     """Different runs with the same seed in one group (the message names them)."""
-
-
-def align(curves: Sequence[Curve], window: int = 1) -> tuple[FloatArray, FloatArray]:
-    """(frames, stack[seed, frame]): every curve smoothed (trailing mean over ``window``), then
-    interpolated onto the union of their frames within the range ALL of them cover, so that no
-    mean ever mixes in an extrapolated value."""
-    import numpy as np
-
-    arrays = [(np.asarray(s, float), smooth(v, window)) for s, v in curves if len(s)]
-    if not arrays:
-        raise ValueError("no points to align")
-    lo_x = max(s[0] for s, _ in arrays)
-    hi_x = min(s[-1] for s, _ in arrays)
-    grid = np.unique(np.concatenate([s for s, _ in arrays]))
-    # Disjoint ranges have no common frame: the last frame of the shortest run stands in.
-    grid = grid[(grid >= lo_x) & (grid <= hi_x)] if hi_x >= lo_x else np.array([hi_x])
-    stack = np.stack([np.interp(grid, s, v) for s, v in arrays])
-    return grid, stack
 
 
 def bootstrap_mean_ci(

@@ -51,6 +51,24 @@ def smooth_window(n_points: int) -> int:
     return max(1, n_points // 25) if n_points > 50 else 1
 
 
+def align(curves: Sequence[Curve], window: int = 1) -> tuple[FloatArray, FloatArray]:
+    """(frames, stack[seed, frame]): every curve smoothed (trailing mean over ``window``), then
+    interpolated onto the union of their frames within the range ALL of them cover, so that no
+    mean ever mixes in an extrapolated value."""
+    import numpy as np
+
+    arrays = [(np.asarray(s, float), smooth(v, window)) for s, v in curves if len(s)]
+    if not arrays:
+        raise ValueError("no points to align")
+    lo_x = max(s[0] for s, _ in arrays)
+    hi_x = min(s[-1] for s, _ in arrays)
+    grid = np.unique(np.concatenate([s for s, _ in arrays]))
+    # Disjoint ranges have no common frame: the last frame of the shortest run stands in.
+    grid = grid[(grid >= lo_x) & (grid <= hi_x)] if hi_x >= lo_x else np.array([hi_x])
+    stack = np.stack([np.interp(grid, s, v) for s, v in arrays])
+    return grid, stack
+
+
 def aggregate(
     curves: Sequence[Curve], spread: str = "std", window: int = 1
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -63,14 +81,7 @@ def aggregate(
     """
     import numpy as np
 
-    arrays = [(np.asarray(s, float), smooth(v, window)) for s, v in curves if len(s)]
-    if not arrays:
-        raise ValueError("no points to aggregate")
-    lo_x = max(s[0] for s, _ in arrays)
-    hi_x = min(s[-1] for s, _ in arrays)
-    grid = np.unique(np.concatenate([s for s, _ in arrays]))
-    grid = grid[(grid >= lo_x) & (grid <= hi_x)] if hi_x >= lo_x else grid
-    stack = np.stack([np.interp(grid, s, v) for s, v in arrays])
+    grid, stack = align(curves, window)
     mean = stack.mean(axis=0)
     if spread == "minmax":
         return grid, mean, stack.min(axis=0), stack.max(axis=0)

@@ -12,14 +12,13 @@ from glamhpc.report.links import compare_runs_url, ui_base
 from glamhpc.report.stats import (
     BANDS,
     DuplicateSeeds,
-    align,
     band,
     bootstrap_band,
     bootstrap_mean_ci,
     one_per_seed,
 )
 from glamhpc.tracking.runs import MAIN_SUCCESS_KEY, mlflow_metric_keys
-from glamhpc.ui.plots import DEFAULT_METRIC
+from glamhpc.ui.plots import DEFAULT_METRIC, align
 
 
 def test_align_keeps_only_frames_every_curve_covers() -> None:
