@@ -13,7 +13,8 @@ FROM ${BASE_IMAGE}
 
 ARG BASE_IMAGE
 ARG VERSION=0.1.0
-ARG REVISION=unknown
+# REVISION (the commit) is declared at the end: every RUN after an ARG sees it, so a new commit
+# would otherwise miss Docker's cache for the dependency layers and rebuild them all.
 ARG SOURCE=unknown
 ARG BAKED_MODEL=none
 
@@ -22,7 +23,6 @@ LABEL org.opencontainers.image.title="glamhpc" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}" \
       io.glamhpc.baked-model="${BAKED_MODEL}"
 
@@ -56,6 +56,12 @@ RUN groupadd --gid 10001 glam \
 
 # Empty unless `glamhpc build --bake-model NAME` staged a model there for this build.
 COPY --chown=10001:10001 containers/bake/ /models/
+
+# What this image holds, readable from inside it (the trainer tags its MLflow run with it): the
+# proof that a job ran in this build. Last, so that a new commit rebuilds only these layers.
+ARG REVISION=unknown
+LABEL org.opencontainers.image.revision="${REVISION}"
+RUN printf 'glamhpc %s %s\n' "${VERSION}" "${REVISION}" > /etc/glamhpc-image
 
 USER 10001:10001
 WORKDIR /workspace

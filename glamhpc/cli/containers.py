@@ -125,6 +125,12 @@ def doctor(
     ),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key: a.b=value."),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+    container: str = typer.Option(
+        None,
+        "--container",
+        help="Also validate this image here: its labels, its entrypoint and a training smoke "
+        "run inside it (minutes; docs/CONTAINERS.md shows the output to compare with).",
+    ),
 ) -> None:
     """Check this node for what jobs need (sbatch, container engine, GPUs, model cache, MLflow,
     run dir) and print the fix for anything missing. Exit code 1 if something required is."""
@@ -133,8 +139,19 @@ def doctor(
 
     from glamhpc.launch.doctor import failed, run_checks
 
+    if container is not None:
+        overrides = [*overrides, f"launch.container={container}"]
     cfg = load_or_exit(config, overrides)
     checks = run_checks(cfg)
+    engine_ready = all(c.ok for c in checks if c.name == "container engine")
+    if container is not None and engine_ready:
+        from glamhpc.launch.doctor_image import validate_image
+
+        def announce(command: str) -> None:
+            if not as_json:
+                typer.echo(f"$ {command}", err=True)
+
+        checks += validate_image(container, announce=announce)
     bad = failed(checks)
     if as_json:
         typer.echo(json.dumps([asdict(c) | {"status": c.status} for c in checks], indent=2))

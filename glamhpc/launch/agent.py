@@ -57,6 +57,16 @@ class Rendezvous:
     host: str
     port: int
     run_id: str
+    is_host: bool | None = None
+    """Whether this node hosts the store (the job's first node). Said explicitly because torch's
+    guess compares ``host`` with this machine's hostname, which a container (``docker run
+    --network host`` reports the daemon's hostname) or a multi-homed node can get wrong: then
+    no node hosts the store and every agent times out. None: torch guesses."""
+    local_addr: str | None = None
+    """This node's name as the cluster knows it (Slurm's node name). torch identifies a node by
+    (hostname, pid): two containers on ``--network host`` both see the daemon's hostname and,
+    each with its own PID namespace, the same pid, so the rendezvous takes them for one node
+    and waits forever; the node name also becomes the address the other nodes' ranks reach."""
 
 
 def rdzv_port(job_id: str) -> int:
@@ -99,6 +109,10 @@ def torchrun_argv(
             f"--rdzv-endpoint={rendezvous.host}:{rendezvous.port}",
             f"--rdzv-id={rendezvous.run_id}",
         ]
+        if rendezvous.is_host is not None:
+            argv.append(f"--rdzv-conf=is_host={str(rendezvous.is_host).lower()}")
+        if rendezvous.local_addr:
+            argv.append(f"--local-addr={rendezvous.local_addr}")
     argv += [
         f"--max-restarts={max_restarts}",
         # Fail fast: one failing rank takes the group down instead of a collective timeout.

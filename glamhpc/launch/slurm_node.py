@@ -70,7 +70,13 @@ def run_slurm_node(
     rendezvous = None
     if nnodes > 1:
         host = first_node(os.environ.get("SLURM_JOB_NODELIST", ""))
-        rendezvous = Rendezvous(host, rdzv_port(job_id), f"glamhpc-{job_id}")
+        rendezvous = Rendezvous(
+            host,
+            rdzv_port(job_id),
+            f"glamhpc-{job_id}",
+            is_host=node == "0",
+            local_addr=os.environ.get("SLURMD_NODENAME") or None,
+        )
     argv = torchrun_argv(
         train_argv=train_argv(str(Path(config).resolve()), run_name),
         nnodes=nnodes,

@@ -152,6 +152,8 @@ class TorchrunJob(submitit.helpers.Checkpointable):
                 host=env.hostnames[0],
                 port=rdzv_port(job_id),
                 run_id=f"glamhpc-{env.job_id}".replace("_", "-"),
+                is_host=env.node == 0,
+                local_addr=env.hostnames[env.node],
             )
         # Inside an image, its own Python (python3 exists in every base glamhpc builds on).
         python = "python3" if res.container else sys.executable

@@ -1,11 +1,11 @@
-"""Optional tier: the real Dockerfile built by a real Docker engine, and a job trained in it.
+"""The Docker tier: the real Dockerfile built by a real Docker engine, and commands run in it.
 
-Opt-in (GLAMHPC_DOCKER_TESTS=1); needs a Docker daemon and the locally made base image
-(`sh tests/containers/docker_tier.sh up`: Debian minbase + Python + the local CPU torch wheel,
-standing in for pytorch/pytorch, which no registry can serve here). Skipped, with the reason,
-when any of these is missing. The build installs
-the pinned set from PyPI inside the image (a few minutes the first time; Docker's layer cache
-makes reruns fast).
+Needs a Docker daemon and the locally made base image (`sh tests/containers/docker_tier.sh up`:
+Debian minbase + Python + the local CPU torch wheel, standing in for pytorch/pytorch, which no
+registry can serve here). CI brings both up and requires the tier (GLAMHPC_DOCKER_TESTS=1
+GLAMHPC_REQUIRE_DOCKER=1); elsewhere it is opt-in and skipped with the reason. The build installs
+the pinned set from PyPI inside the image (minutes the first time; Docker's layer cache makes
+reruns fast). The 2-node Slurm job in the image is tests/containers/test_docker_slurm.py.
 """
 
 from __future__ import annotations
@@ -21,69 +21,17 @@ import pytest
 
 from glamhpc import containers as c
 
-from .conftest import ROOT
+from .conftest import DOCKER_BASE as BASE
+from .conftest import ROOT, BuiltImage
+from .conftest import docker as _docker
+from .conftest import docker_env as _docker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-SOCKET = Path(os.environ.get("GLAMHPC_DOCKER_DIR", "/var/tmp/glamhpc-docker")) / "docker.sock"
-BASE = os.environ.get("GLAMHPC_DOCKER_BASE", "glamhpc-test-base:cpu")
-TAG = "glamhpc:docker-tier"
-
-
-def _docker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    if "DOCKER_HOST" not in env and SOCKET.exists():
-        env["DOCKER_HOST"] = f"unix://{SOCKET}"
-    return env
-
-
-def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", *args], env=_docker_env(), capture_output=True, text=True, check=check
-    )
-
-
-def _skip_reason() -> str | None:
-    if os.environ.get("GLAMHPC_DOCKER_TESTS") != "1":
-        # Opt-in: the first build takes minutes, too much for every `make test` on 2 cores.
-        return (
-            "optional Docker tier: set GLAMHPC_DOCKER_TESTS=1 after "
-            "`sh tests/containers/docker_tier.sh up`"
-        )
-    if shutil.which("docker") is None:
-        return "no docker CLI (optional tier: sh tests/containers/docker_tier.sh up)"
-    try:
-        info = _docker("info", "--format", "{{.ServerVersion}}", check=False)
-    except OSError as exc:
-        return f"docker not runnable: {exc}"
-    if info.returncode != 0:
-        return "no reachable Docker daemon (optional tier: sh tests/containers/docker_tier.sh up)"
-    if _docker("image", "inspect", BASE, check=False).returncode != 0:
-        return f"base image {BASE} missing (make it: sh tests/containers/docker_tier.sh up)"
-    return None
-
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    reason = _skip_reason()
-    if reason is not None:
-        print(f"docker tier skipped: {reason}")
-        pytest.skip(reason)
-    # The real CLI path: glamhpc build picks docker, prints and streams the build. The private
-    # daemon has no bridge network, so the build uses the host's (PyPI through its CA bundle).
-    result = subprocess.run(
-        [sys.executable, "-m", "glamhpc", "build", "--engine", "docker", "--base-image", BASE,
-         "--tag", TAG, "--engine-arg=--network=host"],
-        cwd=ROOT, env=_docker_env(), capture_output=True, text=True, timeout=1400,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert f"built {TAG}" in result.stdout
-    printed = next(line for line in result.stdout.splitlines() if line.startswith("$ docker"))
-    BUILT["revision"] = printed.split("REVISION=")[1].split()[0]
-    return TAG
-
-
-BUILT: dict[str, str] = {}  # what the build was given (HEAD may move while tests run)
+def image(docker_image: BuiltImage) -> str:
+    return docker_image.tag
 
 
 def test_entrypoint_is_glamhpc(image: str) -> None:
@@ -100,13 +48,14 @@ def test_base_torch_is_kept_and_user_is_not_root(image: str) -> None:
     assert inside[1] == "10001" and inside[2] == c.IMAGE_MODEL_CACHE
 
 
-def test_oci_labels(image: str) -> None:
+def test_oci_labels(docker_image: BuiltImage) -> None:
+    image = docker_image.tag
     labels = json.loads(
         _docker("image", "inspect", "--format", "{{json .Config.Labels}}", image).stdout
     )
     assert labels["org.opencontainers.image.version"] == c.__version__
-    assert labels["org.opencontainers.image.revision"] == BUILT["revision"]
-    assert len(BUILT["revision"].split("-")[0]) == 40  # a real commit, not "unknown"
+    assert labels["org.opencontainers.image.revision"] == docker_image.revision
+    assert len(docker_image.revision.split("-")[0]) == 40  # a real commit, not "unknown"
     assert labels["org.opencontainers.image.base.name"] == BASE
     assert labels["io.glamhpc.baked-model"] == "none"
 
@@ -139,3 +88,31 @@ def test_a_job_trains_inside_the_image(image: str, tmp_path: Path) -> None:
     runs = list((work / "runs").glob("*/docker"))
     assert len(runs) == 1 and (runs[0] / "DONE").exists(), result.stdout[-2000:]
     assert (work / "mlflow.db").exists()
+
+
+def test_doctor_runs_inside_the_image(image: str) -> None:
+    """`glamhpc doctor` in the image: the checks a job's node would run, from inside."""
+    result = _docker("run", "--rm", image, "doctor", check=False)
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out, out[-3000:]
+    assert result.returncode == 0 and out.rstrip().endswith("ready"), out[-3000:]
+    assert "python" in out and "HF_HUB_OFFLINE=1" in out, out[-3000:]
+
+
+def test_doctor_container_validates_the_real_image(docker_image: BuiltImage) -> None:
+    """The site's validation recipe (docs/CONTAINERS.md) against the real image and engine:
+    labels, entrypoint, and a training smoke run inside it without network."""
+    done = subprocess.run(
+        [sys.executable, "-m", "glamhpc", "doctor", "--container", docker_image.tag, "--json"],
+        env=_docker_env(), capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    for step in ("labels", "entrypoint", "smoke"):
+        assert checks[f"image {step}"]["status"] == "ok", (checks[f"image {step}"], done.stderr)
+    assert checks["image labels"]["detail"] == (
+        f"glamhpc {c.__version__}, commit {docker_image.revision[:12]}"
+    )
+    assert checks["image entrypoint"]["detail"] == f"glamhpc {c.__version__}"
+    assert "resume_exact=1" in checks["image smoke"]["detail"]
+    print(done.stderr)  # the three commands, for the docs
+    print("\n".join(f"{k}: {v['detail']}" for k, v in checks.items() if k.startswith("image ")))

@@ -56,6 +56,11 @@ def test_multi_node_uses_c10d_on_the_first_node_and_survives_usr2() -> None:
     assert "--rdzv-backend=c10d" in argv
     assert "--rdzv-endpoint=n1:21234" in argv and "--rdzv-id=glamhpc-7" in argv
     assert "--standalone" not in argv
+    assert not any(a.startswith("--rdzv-conf") for a in argv)  # torch guesses who hosts
+    hosting = Rendezvous("n1", 21234, "glamhpc-7", is_host=True)
+    assert "--rdzv-conf=is_host=true" in torchrun_argv(
+        train_argv=TRAIN, nnodes=2, nproc_per_node=1, rendezvous=hosting, log_dir="/r"
+    )
     assert f"--signals-to-handle={AGENT_SIGNALS}" in argv and "SIGUSR2" in AGENT_SIGNALS
     assert "--shutdown-timeout=50" in argv and "--max-restarts=2" in argv
     assert "--tee=3" in argv and "--log-dir=/r/logs" in argv
@@ -139,6 +144,10 @@ def test_node_command_from_a_real_slurm_environment(
     job = TorchrunJob(resolve(cfg))
     argv = job.node_argv(_spec(tmp_path), submitit.JobEnvironment())
     assert f"--rdzv-endpoint=n1:{rdzv_port('4321')}" in argv  # the FIRST node hosts the store
+    # ... and says so: a container's hostname is not the node's (docker --network host).
+    assert "--rdzv-conf=is_host=false" in argv
+    # ... and names itself: containers on one host network share a hostname and a pid.
+    assert "--local-addr=n2" in argv
     assert "--rdzv-id=glamhpc-4321" in argv and "--nnodes=2" in argv
     assert any(a.startswith("--log-dir=") and a.endswith("4321-node1") for a in argv)
     assert argv[0] == sys.executable
