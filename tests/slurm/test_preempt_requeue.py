@@ -179,3 +179,28 @@ def test_plain_sbatch_template_preempted_reads_as_preemption(
     assert "stopped on SIGUSR2 at update" in log and "checkpoint saved; requeueing" in log, log
     assert "Traceback" not in log and "attempt 2" in log
     assert not [row for row in _sacct(job_id) if row[1].startswith("FAILED")], _sacct(job_id)
+
+
+def test_a_two_node_job_preempted_resumes_and_reads_as_preemption(
+    slurm_cluster: None, _sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both nodes stop, only rank 0's node requeues; attempt 2 runs on both nodes again."""
+    shutil.copy(_sqlite_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("GLAMHPC_STATE_DIR", str(tmp_path / "state"))
+    cfg = tiny_config(tmp_path, uri, "train.max_updates=25", "train.checkpoint_every=1000", nodes=2)
+    job = submit_run(plan_run(cfg, "two-node-preempt", workdir=tmp_path))
+    try:
+        _started(job)
+        said = runner.invoke(app, ["preempt", job.job_id])
+        assert said.exit_code == 0, said.output
+        assert wait_state(job.job_id, 400) == "COMPLETED", _log(job)[-4000:]
+    finally:
+        job.job.cancel(check=False)
+    log = _log(job)
+    assert "checkpoint saved, requeued as attempt 2" in log, log[-4000:]
+    assert "node 2/2 on n2, attempt 2" in log and "Traceback" not in log, log[-4000:]
+    rows = _sacct(job.job_id)
+    assert [state for jid, state, _ in rows if jid == job.job_id] == ["REQUEUED", "COMPLETED"]
+    assert not [row for row in rows if row[1].startswith("FAILED")], rows
+    assert (job.plan.run_dir / "DONE").is_file()
