@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 from glamhpc.report.groups import GroupSummary
 from glamhpc.report.stats import band
-from glamhpc.ui.plots import Curve, align, format_frames
+from glamhpc.ui.plots import Curve, align, format_frames, style_frames_axes
 
 if TYPE_CHECKING:
     from matplotlib.colors import ListedColormap
@@ -37,7 +37,6 @@ def draw_report(
 
     matplotlib.use("Agg")  # headless (login/compute nodes); must precede pyplot
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
     fig, (ax, side) = plt.subplots(
         1, 2, figsize=(11.0, 4.8), dpi=100, layout="constrained", width_ratios=(3.0, 2.0)
@@ -54,12 +53,7 @@ def draw_report(
         if len(stack) > 1:
             ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
         labels.append(text)
-    ax.set_xlabel("environment frames")
-    ax.set_ylabel(metric_label)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_frames(v)))
-    if "success" in metric_label:
-        ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
+    style_frames_axes(ax, metric_label)
     subtitle = BAND_TEXT.get(band_kind, band_kind)
     if window > 1:
         subtitle += f"; trailing mean over {window} points"

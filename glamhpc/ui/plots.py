@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,6 +97,19 @@ def format_frames(x: float) -> str:
     return f"{x:.0f}"
 
 
+def style_frames_axes(ax: Any, metric_label: str) -> None:
+    """The x axis in frames (1.28M, 450k), the metric on y (a rate stays within [0, 1]), a grid:
+    what every curve glamhpc draws shares."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xlabel("environment frames")
+    ax.set_ylabel(metric_label)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_frames(v)))
+    if "success" in metric_label:
+        ax.set_ylim(-0.02, 1.02)
+    ax.grid(True, alpha=0.3)
+
+
 def plot_curves(
     groups: Mapping[str, Sequence[Curve]],
     out: Path,
@@ -114,7 +127,6 @@ def plot_curves(
 
     matplotlib.use("Agg")  # headless (login/compute nodes); must precede pyplot
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(8.0, 5.0), dpi=120, layout="constrained")
     # tab10/tab20 are ListedColormaps whose colors are a sequence (get_cmap is typed Colormap).
@@ -140,12 +152,7 @@ def plot_curves(
             ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
         labels.append(text)
     pretty = metric.replace("_", " ")
-    ax.set_xlabel("environment frames")
-    ax.set_ylabel(pretty)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_frames(v)))
-    if "success" in metric:
-        ax.set_ylim(-0.02, 1.02)
-    ax.grid(True, alpha=0.3)
+    style_frames_axes(ax, pretty)
     band = "± std" if spread == "std" else "min-max"
     subtitle = f"mean over seeds, band: {band}" if any(len(c) > 1 for c in groups.values()) else ""
     if window > 1:
