@@ -15,7 +15,7 @@ from glamhpc.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRESS = re.compile(
-    r"^\[(live-00[01])\] \[rank0\]:update (\d)/2 frames \d+/16 success \S+ return \S+ "
+    r"^\[(live-00[01])\] \[rank0\]:update (\d)/4 frames \d+/32 success \S+ return \S+ "
 )
 
 
@@ -47,7 +47,7 @@ def test_follow_a_local_sweep_shows_every_element_learning_live(
         "ppo.minibatch_size=8",
         "ppo.epochs=1",
         "model.device=cpu",
-        "train.max_updates=2",
+        "train.max_updates=4",
         f"tracking.uri={sqlite_uri}",
         f"train.run_root={tmp_path / 'runs'}",
     ]
@@ -60,7 +60,7 @@ def test_follow_a_local_sweep_shows_every_element_learning_live(
     run_dirs = {s.run_name: Path(s.run_dir) for s in plan.run_specs}
     out = Recorder(run_dirs)
     try:
-        finals = follow_all(lambda: resolve_log_targets("live"), out, poll_s=0.5, timeout_s=480)
+        finals = follow_all(lambda: resolve_log_targets("live"), out, poll_s=0.2, timeout_s=480)
     finally:
         if not submitted.jobs[0].done():
             submitted.jobs[0].cancel()
@@ -70,11 +70,10 @@ def test_follow_a_local_sweep_shows_every_element_learning_live(
     progress = [(PROGRESS.match(line), done) for line, done in out.lines]
     seen = sorted((m.group(1), m.group(2), done) for m, done in progress if m)
     assert [(run, update) for run, update, _ in seen] == [
-        ("live-000", "1"),
-        ("live-000", "2"),
-        ("live-001", "1"),
-        ("live-001", "2"),
+        (run, str(update)) for run in ("live-000", "live-001") for update in range(1, 5)
     ], text[-3000:]
-    # Printed as it happened: each run's first update line before that run had finished.
-    assert [done for run, update, done in seen if update == "1"] == [False, False]
+    # Printed as it happened: each run showed lines before it had finished. Only the first
+    # update's line is asked for: a later one can land in the same poll as the DONE marker
+    # (CI once saw update 1 and the end of a 2-update run inside one 0.5 s poll).
+    assert [done for run, update, done in seen if update == "1"] == [False, False], seen
     assert "[live driver] element 0 (live-000) started" in text
