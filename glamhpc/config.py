@@ -81,7 +81,9 @@ class EnvConfig(_Section):
     task_sampling: Literal["per_episode", "per_instance"] = "per_episode"
     """Mixed levels: draw the task kind per episode (seeded) or once per env (upstream parity)."""
     fix_grammar: bool = False
-    """Write "an open door" instead of upstream's "a open door" (off for parity)."""
+    """Correct upstream's text quirks (off: parity): "an open door" for "a open door"; French goals
+    with the mission's article ("aller à la balle rouge", not upstream's "une" picked by substring)
+    and no trailing space when colourless; the French carried object in French words."""
 
     @field_validator("level")
     @classmethod

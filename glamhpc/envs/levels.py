@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 TaskSampling = Literal["per_episode", "per_instance"]
-HeldOutRule = Literal["exclude", "only"]
+HeldOutRule = Literal["exclude", "only", "none"]
 
 #: Task kinds of the MixedTrainLocal / MixedTestLocal generator, drawn uniformly.
 TASK_KINDS: tuple[str, ...] = ("goto", "pickup", "putnext", "open", "pickup_then_goto")
@@ -124,8 +124,8 @@ class LocalTaskLevel(RoomGridLevel):
 
     Subclasses set ``KINDS`` (the task kinds to draw from), ``SEQ_ORDERS`` (surface orders of
     two-step tasks: ``"then"`` = BeforeInstr, ``"after"`` = AfterInstr), ``HELD_OUT`` (reject
-    missions naming a held-out pair, or keep only those) and ``LANGUAGE`` (of the descriptions the
-    text layer should produce; missions stay English).
+    missions naming a held-out pair, keep only those, or ``none``: no filter) and ``LANGUAGE`` (of
+    the descriptions the text layer should produce; missions stay English).
 
     Args:
         task_sampling: ``"per_episode"`` (default) draws the kind from the env's seeded RNG at every
@@ -215,6 +215,8 @@ class LocalTaskLevel(RoomGridLevel):
 
     def _accept(self, instr: Instr) -> bool:
         """Held-out rule: training levels never name a held-out pair; test levels only those."""
+        if self.HELD_OUT == "none":
+            return True
         combos = _named_combos(instr)
         if self.HELD_OUT == "only":
             return bool(combos) and all(c in HELD_OUT_COMBOS for c in combos)
@@ -328,13 +330,21 @@ class GoToAfterPickUpLocal(LocalTaskLevel):
 
 
 class GoToFrench(LocalTaskLevel):
-    """The goto task of MixedTrainLocal, described in French (the mission itself stays English).
+    """Upstream's GoToFrench: go to one of ``num_dists`` (8) objects in an 8x8 room, described in
+    French (the mission itself stays English).
 
-    The training held-out rule is kept so that only the language differs from training.
+    As upstream (babyai-text's ``Level_GoToFrench``), the target is one of the 8 objects (the
+    Mixed goto task places 9) and there is no held-out filter: a mission may name a held-out pair
+    such as "yellow box", so this test mixes the language shift with unseen combinations.
     """
 
     KINDS: ClassVar[tuple[str, ...]] = ("goto",)
+    HELD_OUT: ClassVar[HeldOutRule] = "none"
     LANGUAGE: ClassVar[str] = "french"
+
+    def _gen_instr(self, kind: str) -> Instr:
+        target = self._rand_elem(self._one_room(self.num_dists))
+        return GoToInstr(ObjDesc(target.type, target.color))
 
 
 #: Our gymnasium ids and their classes.

@@ -10,6 +10,9 @@ actions are scored as the continuation of the prompt's trailing `"Action {k}: "`
 where each `\\n` is a newline preceded by a space except before "Action"). French keeps the
 structure with a French header and goal line; the "Observation k:" / "Action k:" labels are the
 same words in French and stay.
+
+The French goal line reproduces upstream's translation by default, quirks included (see
+`french_goal`); `fix_grammar=True` writes the correct translation instead.
 """
 
 from __future__ import annotations
@@ -41,16 +44,47 @@ _GOTO = re.compile(
         colors="|".join(_FR_COLORS), nouns="|".join(_FR_NOUNS)
     )
 )
+# Upstream GLAM's translation tables, in its order: each is scanned with a substring test on the
+# whole mission and the last hit wins. Order matters only for the articles: "a" comes last and is
+# a substring of any mission holding the letter a ("ball"), so "go to the red ball" gets "une".
+# Upstream has no door; a missing word leaves an empty slot (hence the trailing space of
+# colourless goals).
+_UPSTREAM_TABLES: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("the", "la"), ("a", "une")),
+    (("box", "boîte"), ("ball", "balle"), ("key", "clef")),
+    tuple((c, _FR_COLORS[c]) for c in ("red", "green", "blue", "purple", "yellow", "grey")),
+)
 
 
-def french_goal(mission: str) -> str:
-    """Translate a BabyAI GoTo mission into the French goal ("go to the red ball" ->
-    "aller à la balle rouge"; "go to a box" -> "aller à une boîte").
+def _upstream_french_goal(mission: str) -> str:
+    words = []
+    for table in _UPSTREAM_TABLES:
+        word = ""
+        for english, french in table:
+            if english in mission:
+                word = french
+        words.append(word)
+    return "aller à " + " ".join(words)
+
+
+def french_goal(mission: str, fix_grammar: bool = False) -> str:
+    """Translate a BabyAI GoTo mission into the French goal line.
+
+    Default (parity): upstream GLAM's translation, quirks included. The article is "une" whenever
+    the mission contains the letter a ("go to the red ball" -> "aller à une balle rouge"; "go to
+    the red key" -> "aller à la clef rouge"), a colourless goal keeps a trailing space ("go to
+    the box" -> "aller à la boîte "), and any mission is accepted (unknown words leave empty
+    slots), as upstream never failed.
+
+    `fix_grammar=True`: the correct translation ("go to the red ball" -> "aller à la balle
+    rouge"; "go to a box" -> "aller à une boîte"; doors included).
 
     Raises:
-        ValueError: the mission is not a single GoTo (the only kind the French level produces and
-            upstream could translate); guessing a translation would silently mislead the policy.
+        ValueError: (`fix_grammar=True` only) the mission is not a single GoTo (the only kind the
+            French level produces); guessing a translation would silently mislead the policy.
     """
+    if not fix_grammar:
+        return _upstream_french_goal(mission)
     match = _GOTO.fullmatch(mission.strip())
     if match is None:
         raise ValueError(
@@ -104,9 +138,11 @@ def _check_lengths(n_observations: int, n_actions: int) -> None:
         )
 
 
-def _header_and_goal(mission: str, action_space: Sequence[str], language: str) -> str:
+def _header_and_goal(
+    mission: str, action_space: Sequence[str], language: str, fix_grammar: bool
+) -> str:
     header = _header(action_space, language)
-    goal = french_goal(mission) if language == "french" else mission
+    goal = french_goal(mission, fix_grammar) if language == "french" else mission
     return header + _GOAL_LABELS[language] + goal
 
 
@@ -116,6 +152,7 @@ def build_prompt(
     actions: Sequence[str],
     action_space: Sequence[str],
     language: str = "english",
+    fix_grammar: bool = False,
 ) -> str:
     """The prompt for the latest observation of a window.
 
@@ -126,14 +163,16 @@ def build_prompt(
             (`len(observations) - 1` items).
         action_space: candidate action strings listed in the header, in order.
         language: "english" or "french".
+        fix_grammar: French only: the correct goal translation instead of upstream's (see
+            `french_goal`); English prompts have nothing to fix.
 
     Raises:
-        ValueError: no observation, wrong number of actions, unknown language, or (French) a
-            mission with no French translation.
+        ValueError: no observation, wrong number of actions, unknown language, or (French with
+            `fix_grammar`) a mission with no French translation.
     """
     _check_lengths(len(observations), len(actions))
     return _assemble(
-        _header_and_goal(mission, action_space, language),
+        _header_and_goal(mission, action_space, language, fix_grammar),
         [render_observation(o) for o in observations],
         actions,
     )
@@ -189,10 +228,18 @@ class History:
         """The actions between the window's observations (one fewer than observations)."""
         return list(self._actions)
 
-    def prompt(self, mission: str, action_space: Sequence[str], language: str = "english") -> str:
+    def prompt(
+        self,
+        mission: str,
+        action_space: Sequence[str],
+        language: str = "english",
+        fix_grammar: bool = False,
+    ) -> str:
         """Same as `build_prompt(mission, self.observations, self.actions, ...)`, cheaper."""
         if not self._observations:
             raise RuntimeError("History.prompt before History.reset: no episode started")
         return _assemble(
-            _header_and_goal(mission, action_space, language), self._rendered, self._actions
+            _header_and_goal(mission, action_space, language, fix_grammar),
+            self._rendered,
+            self._actions,
         )

@@ -1,8 +1,9 @@
 """Text descriptions of minigrid's egocentric view (BabyAI-Text, spec section 2).
 
 `describe` turns the 7x7x3 encoding of `obs["image"]` into the exact sentences upstream GLAM
-produced (default: parity, quirks included). It runs on every environment step, so all sentences
-are rendered once into lookup tables (per language and grammar flag):
+produced (default: parity, quirks included; `fix_grammar=True` corrects them). It runs on every
+environment step, so all sentences are rendered once into lookup tables (per language and grammar
+flag):
 
 * an object sentence is fully determined by (cell, type, colour, state), so each cell gets a dict
   from its 3 encoding bytes to its sentence; a cell whose bytes are not a valid minigrid encoding
@@ -136,9 +137,11 @@ def _wall_scan(language: str) -> tuple[tuple[tuple[int, str], ...], ...]:
     return tuple(lines)
 
 
-def _carry_sentence(carrying: Sequence[str], language: str) -> str:
+def _carry_sentence(carrying: Sequence[str], language: str, fix_grammar: bool) -> str:
     type_name, color = carrying
     if language == "french":
+        if fix_grammar:
+            return f"Tu portes une {_FR_NOUNS.get(type_name, type_name)} {_FR_COLORS[color]}"
         # Parity quirk: English words in French order ("Tu portes une ball blue").
         return f"Tu portes une {type_name} {color}"
     return f"You carry a {color} {type_name}"
@@ -157,7 +160,8 @@ def describe(
             (object, colour, state); the agent is at (3, 6) facing y = 0.
         carrying: `(type, color)` of the carried object, e.g. `("ball", "blue")`, or None.
         language: "english" or "french".
-        fix_grammar: write "an open door" instead of upstream's "a open door" (English only).
+        fix_grammar: correct upstream's quirks: "an open door" instead of "a open door"
+            (English), "Tu portes une balle bleue" instead of "Tu portes une ball blue" (French).
 
     Returns:
         Carrying sentence (if any), then up to three wall sentences (forward, left, right), then
@@ -182,7 +186,7 @@ def describe(
 
     sentences: list[str] = []
     if carrying is not None:
-        sentences.append(_carry_sentence(carrying, language))
+        sentences.append(_carry_sentence(carrying, language, fix_grammar))
 
     for line in _wall_scan(language):
         for cell, wall_sentence in line:

@@ -82,7 +82,8 @@ class TextEnv(gym.Wrapper[dict[str, Any], int, dict[str, Any], int]):
         language: of descriptions, prompt and candidates; ``None`` follows the level
             (GoToFrench -> french, everything else english).
         task_sampling: ``per_episode`` or ``per_instance`` (upstream parity), glamhpc levels only.
-        fix_grammar: "an open door" instead of upstream's "a open door".
+        fix_grammar: correct text instead of upstream's quirks ("an open door"; French: the
+            goal's own article, no trailing space, the carried object in French words).
         instance_seed: seeds the per-instance task kind draw.
         level_kwargs: extra constructor arguments of the level, e.g. ``{"task_kinds": ["open"]}``.
 
@@ -174,7 +175,9 @@ class TextEnv(gym.Wrapper[dict[str, Any], int, dict[str, Any], int]):
     def prompt(self) -> str:
         """The prompt the LLM sees now (ends with ``"Action {k}: "``); cached until ``step``."""
         if self._prompt is None:
-            self._prompt = self._history.prompt(self.mission, self.action_texts, self.language)
+            self._prompt = self._history.prompt(
+                self.mission, self.action_texts, self.language, self.fix_grammar
+            )
         return self._prompt
 
     @property

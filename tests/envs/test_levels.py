@@ -88,6 +88,30 @@ def test_test_level_names_only_held_out_pairs() -> None:
             assert mission in ("open the red door", "open the grey door")
 
 
+def _objects(env: gym.Env) -> list:
+    return [c for c in env.unwrapped.grid.grid if c is not None and c.type != "wall"]
+
+
+def test_goto_french_is_upstreams_level() -> None:
+    # babyai-text's Level_GoToFrench: one 8x8 room, 8 objects (num_dists=8, the target among
+    # them) and no held-out filter; the Mixed goto task places 9 and filters.
+    french = gym.make("BabyAI-GoToFrench-v0")
+    mixed = gym.make("BabyAI-MixedTrainLocal-v0", task_kinds=["goto"])
+    held_out = 0
+    for seed in range(120):
+        obs, _ = french.reset(seed=seed)
+        objs = _objects(french)
+        assert len(objs) == 8 and french.unwrapped.width == french.unwrapped.height == 8
+        pair = PAIR_RE.search(obs["mission"])
+        assert pair is not None
+        assert (pair[2], pair[1]) in {(o.type, o.color) for o in objs}, obs["mission"]
+        held_out += pair[0] in HELD_OUT_COMBOS
+        mixed.reset(seed=seed)
+        assert len(_objects(mixed)) == 9
+    # 3 of the 18 goto pairs are held out: ~20 of 120 missions name one; with the filter, none.
+    assert held_out >= 5
+
+
 def test_open_colour_omitted_about_half_the_time() -> None:
     opens = [
         m for _, m, _ in _episodes("BabyAI-MixedTrainLocal-v0", range(400), task_kinds=["open"])

@@ -52,37 +52,91 @@ def test_restricted_header_drops_only_the_last_comma() -> None:
     )
 
 
-def test_french_prompt() -> None:
+@pytest.mark.parametrize(("fix_grammar", "goal"), [(False, "une"), (True, "la")])
+def test_french_prompt(fix_grammar: bool, goal: str) -> None:
     prompt = build_prompt(
         "go to the red ball",
         [["Tu vois un mur à 1 pas à gauche"], ["Tu vois une balle rouge 1 pas devant"]],
         ["aller tout droit"],
         action_texts("standard", "french"),
         language="french",
+        fix_grammar=fix_grammar,
     )
     assert prompt == (
         "Actions possibles pour l'agent: tourner à gauche, tourner à droite, aller tout droit, "
-        "attraper, lâcher, basculer \n But de l'agent: aller à la balle rouge \n Observation 0: "
-        "Tu vois un mur à 1 pas à gauche, \n Action 0: aller tout droit \n Observation 1: "
-        "Tu vois une balle rouge 1 pas devant, \n Action 1: "
+        f"attraper, lâcher, basculer \n But de l'agent: aller à {goal} balle rouge \n "
+        "Observation 0: Tu vois un mur à 1 pas à gauche, \n Action 0: aller tout droit \n "
+        "Observation 1: Tu vois une balle rouge 1 pas devant, \n Action 1: "
     )
 
 
+def test_french_colourless_goal_keeps_upstreams_trailing_space() -> None:
+    french = action_texts("standard", "french")
+    parity = build_prompt("go to the box", [[]], [], french, "french")
+    fixed = build_prompt("go to the box", [[]], [], french, "french", fix_grammar=True)
+    assert "But de l'agent: aller à la boîte  \n Observation 0: " in parity
+    assert "But de l'agent: aller à la boîte \n Observation 0: " in fixed
+
+
+FR_NOUN = {"key": "clef", "ball": "balle", "box": "boîte"}
+FR_COLOR = {
+    "red": "rouge",
+    "green": "verte",
+    "blue": "bleue",
+    "purple": "violette",
+    "yellow": "jaune",
+    "grey": "grise",
+}
+GOTO_CASES = [
+    (article, noun, color)
+    for article in ("the", "a")
+    for noun in ("key", "ball", "box")
+    for color in (None, *FR_COLOR)
+]
+
+
+def _mission(article: str, noun: str, color: str | None) -> str:
+    return f"go to {article} {color + ' ' if color else ''}{noun}"
+
+
+@pytest.mark.parametrize(("article", "noun", "color"), GOTO_CASES)
+def test_french_goal_upstream_every_case(article: str, noun: str, color: str | None) -> None:
+    # Upstream tests "the" then "a" as substrings of the whole mission, the last hit winning: no
+    # colour word holds an "a", so "une" comes from the article "a" or the noun "ball".
+    det = "une" if article == "a" or noun == "ball" else "la"
+    # Empty colour slot: "aller à la clef " (upstream joins three slots with spaces).
+    expected = f"aller à {det} {FR_NOUN[noun]} {FR_COLOR[color] if color else ''}"
+    assert french_goal(_mission(article, noun, color)) == expected
+
+
+@pytest.mark.parametrize(("article", "noun", "color"), GOTO_CASES)
+def test_french_goal_fixed_every_case(article: str, noun: str, color: str | None) -> None:
+    det = {"the": "la", "a": "une"}[article]
+    expected = f"aller à {det} {FR_NOUN[noun]}" + (f" {FR_COLOR[color]}" if color else "")
+    assert french_goal(_mission(article, noun, color), fix_grammar=True) == expected
+
+
 @pytest.mark.parametrize(
-    ("mission", "goal"),
+    ("mission", "parity", "fixed"),
     [
-        ("go to the red ball", "aller à la balle rouge"),
-        ("go to a red ball", "aller à une balle rouge"),
-        ("go to the green key", "aller à la clef verte"),
-        ("go to a blue box", "aller à une boîte bleue"),
-        ("go to the purple door", "aller à la porte violette"),
-        ("go to the yellow key", "aller à la clef jaune"),
-        ("go to a grey ball", "aller à une balle grise"),
-        ("go to the box", "aller à la boîte"),
+        ("go to the red ball", "aller à une balle rouge", "aller à la balle rouge"),
+        ("go to the red key", "aller à la clef rouge", "aller à la clef rouge"),
+        ("go to a grey box", "aller à une boîte grise", "aller à une boîte grise"),
+        ("go to the box", "aller à la boîte ", "aller à la boîte"),
+        ("go to a ball", "aller à une balle ", "aller à une balle"),
+        ("go to the purple door", "aller à la  violette", "aller à la porte violette"),
     ],
 )
-def test_french_goal(mission: str, goal: str) -> None:
-    assert french_goal(mission) == goal
+def test_french_goal_examples(mission: str, parity: str, fixed: str) -> None:
+    assert french_goal(mission) == parity
+    assert french_goal(mission, fix_grammar=True) == fixed
+
+
+def test_upstream_french_goal_never_fails() -> None:
+    # Upstream translated whatever mission it got, leaving unknown slots empty.
+    assert french_goal("open the door") == "aller à la  "
+    assert french_goal("pick up a red key") == "aller à une clef rouge"
+    assert french_goal("") == "aller à   "
 
 
 @pytest.mark.parametrize(
@@ -96,15 +150,17 @@ def test_french_goal(mission: str, goal: str) -> None:
         "",
     ],
 )
-def test_untranslatable_mission_raises_naming_it(mission: str) -> None:
+def test_untranslatable_mission_raises_naming_it_with_fix_grammar(mission: str) -> None:
     with pytest.raises(ValueError, match="cannot translate mission") as info:
-        build_prompt(mission, [[]], [], ACTIONS, language="french")
+        build_prompt(mission, [[]], [], ACTIONS, language="french", fix_grammar=True)
     assert repr(mission) in str(info.value)
 
 
 def test_english_prompt_keeps_any_mission() -> None:
     mission = "pick up the red ball, then go to a grey key"
     assert f"Goal of the agent: {mission} \n" in build_prompt(mission, [[]], [], ACTIONS)
+    fixed = build_prompt(mission, [[]], [], ACTIONS, fix_grammar=True)
+    assert fixed == build_prompt(mission, [[]], [], ACTIONS)
 
 
 @pytest.mark.parametrize(
@@ -217,18 +273,22 @@ def test_stored_observations_do_not_alias_the_caller_list() -> None:
     assert "grey key" not in history.prompt("go to the red ball", ACTIONS)
 
 
-def test_history_french_prompt() -> None:
+@pytest.mark.parametrize("fix_grammar", [False, True])
+def test_history_french_prompt(fix_grammar: bool) -> None:
     history = History(2)
     history.reset(["Tu vois une balle rouge 2 pas devant"])
     history.push("aller tout droit", [])
     french = action_texts("standard", "french")
-    assert history.prompt("go to a red ball", french, "french") == build_prompt(
-        "go to a red ball",
+    prompt = history.prompt("go to the red ball", french, "french", fix_grammar)
+    assert prompt == build_prompt(
+        "go to the red ball",
         [["Tu vois une balle rouge 2 pas devant"], []],
         ["aller tout droit"],
         french,
         "french",
+        fix_grammar,
     )
+    assert french_goal("go to the red ball", fix_grammar) in prompt
 
 
 descriptions = st.lists(

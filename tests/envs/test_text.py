@@ -280,10 +280,52 @@ def test_french_carrying_keeps_english_words() -> None:
     assert describe(image, ("ball", "blue"), language="french") == ["Tu portes une ball blue"]
 
 
-def test_french_ignores_fix_grammar() -> None:
-    image = view({(3, 4): obj("door", "red", "open")})
-    assert describe(image, language="french", fix_grammar=True) == [
-        "Tu vois une porte rouge ouverte 2 pas devant"
+FR_NOUN = {"key": "clef", "ball": "balle", "box": "boîte"}
+FR_COLOR = {
+    "red": "rouge",
+    "green": "verte",
+    "blue": "bleue",
+    "purple": "violette",
+    "yellow": "jaune",
+    "grey": "grise",
+}
+
+
+@pytest.mark.parametrize("color", sorted(FR_COLOR))
+@pytest.mark.parametrize("type_name", sorted(FR_NOUN))
+def test_carrying_sentence_every_object_both_modes(type_name: str, color: str) -> None:
+    image = view({(3, 6): obj(type_name, color)})
+    held = (type_name, color)
+    assert describe(image, held, "french") == [f"Tu portes une {type_name} {color}"]
+    assert describe(image, held, "french", fix_grammar=True) == [
+        f"Tu portes une {FR_NOUN[type_name]} {FR_COLOR[color]}"
+    ]
+    english = [f"You carry a {color} {type_name}"]
+    assert describe(image, held) == describe(image, held, fix_grammar=True) == english
+
+
+def test_french_fix_grammar_changes_only_the_carrying_sentence() -> None:
+    # Upstream's French walls, objects and doors are already correct: the flag leaves them.
+    image = view(
+        {
+            (3, 5): WALL,
+            (0, 6): WALL,
+            (1, 3): obj("ball", "green"),
+            (3, 4): obj("door", "red", "open"),
+            (5, 1): obj("door", "grey", "locked"),
+        }
+    )
+    parity = describe(image, ("key", "purple"), language="french")
+    fixed = describe(image, ("key", "purple"), language="french", fix_grammar=True)
+    assert parity[0] == "Tu portes une key purple"
+    assert fixed[0] == "Tu portes une clef violette"
+    assert fixed[1:] == parity[1:]
+    assert parity[1:] == [
+        "Tu vois un mur à 1 pas devant",
+        "Tu vois un mur à 3 pas à gauche",
+        "Tu vois une balle verte 2 pas à gauche et 3 pas devant",
+        "Tu vois une porte rouge ouverte 2 pas devant",
+        "Tu vois une porte grise fermée à clef 2 pas à droite et 5 pas devant",
     ]
 
 

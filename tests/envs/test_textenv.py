@@ -163,6 +163,18 @@ def _open_door_in_view(fix_grammar: bool) -> list[str]:
     raise AssertionError("no door in view in 100 seeds")
 
 
+def test_fix_grammar_flag_reaches_the_french_goal() -> None:
+    # Seed 0's mission is "go to the green ball": upstream writes "une", the fix "la".
+    prompts = []
+    for fix in (False, True):
+        env = TextEnv("GoToFrench", seed=0, fix_grammar=fix)
+        env.reset()
+        assert env.mission == "go to the green ball"
+        prompts.append(env.prompt)
+    assert "But de l'agent: aller à une balle verte \n" in prompts[0]
+    assert "But de l'agent: aller à la balle verte \n" in prompts[1]
+
+
 def test_fix_grammar_flag_reaches_describe() -> None:
     assert any(d.startswith("You see a open ") for d in _open_door_in_view(False))
     assert any(d.startswith("You see an open ") for d in _open_door_in_view(True))
