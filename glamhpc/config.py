@@ -195,6 +195,8 @@ class TrainConfig(_Section):
     """Also checkpoint the state before the first update (u0000000): a baseline to compare the
     trained weights with (`glamhpc train --smoke` uses it)."""
     peak_tflops: float | None = Field(None, gt=0, le=1e6)
+    probe_every: int = Field(10, ge=0, le=10**9)
+    """Score the fixed probe prompts (glamhpc.rl.probes) every N updates and at the end; 0: off."""
     """Peak FLOP/s of one device for MFU; None: known GPUs are looked up, CPUs report none."""
     run_dir_mode: int = Field(0o700, ge=0o700, le=0o777)
     """Permissions of run directories (octal, e.g. 0o750 to share with the group); they hold

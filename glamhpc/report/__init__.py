@@ -9,14 +9,16 @@ renders:
   final-performance table;
 * a summary table as markdown and CSV: group, n distinct seeds, final value (mean and interval,
   read at the last frame all seeds reached), best of the mean curve, that frame, env steps/s.
+* for runs that logged policy-evolution probes (glamhpc.rl.probes), one PNG per group: per probe
+  prompt, each action's probability vs frames, mean over the group's seeds.
 
 For a sweep the three files are also logged to the parent run (artifact folder ``report/``), so the
 picture lives next to the runs in the MLflow UI.
 
 Modules: ``loading`` (runs and histories from MLflow), ``stats`` (pure: alignment, bands,
 bootstrap, one run per seed), ``groups`` (grouping, one summary per group), ``tables``
-(markdown / CSV), ``figure`` (the PNG), ``links`` (MLflow compare URL), ``listing``
-(`glamhpc runs`), ``build`` (the report files).
+(markdown / CSV), ``figure`` (the PNG), ``probes`` (the probe figures), ``links`` (MLflow
+compare URL), ``listing`` (`glamhpc runs`), ``build`` (the report files).
 The curve math and the plotter are ``glamhpc.ui.plots``, shared with the Tracker.
 """
 

@@ -1,8 +1,10 @@
-"""`glamhpc report`: a target's PNG, summary.md and summary.csv; one run's curve from MLflow."""
+"""`glamhpc report`: a target's PNG, summary.md and summary.csv (plus the policy-evolution
+figures of runs that logged probes); one run's curve from MLflow."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +14,7 @@ from glamhpc.report.figure import draw_report
 from glamhpc.report.groups import GroupSummary, distinct_seeds, group_runs, summarize_groups
 from glamhpc.report.links import compare_runs_url
 from glamhpc.report.loading import load_histories, open_store, resolve_target
+from glamhpc.report.probes import draw_probe_figures
 from glamhpc.report.stats import BANDS
 from glamhpc.report.tables import groups_csv, groups_markdown
 from glamhpc.tracking.curves import metric_label
@@ -37,6 +40,8 @@ class ReportResult:
     """Duplicate seeds collapsed or dropped (one line each)."""
     compare_url: str | None = None
     """The MLflow UI's compare view of the reported runs side by side."""
+    probe_pngs: list[Path] = field(default_factory=list)
+    """Policy-evolution figures (glamhpc.report.probes), one per group whose runs logged probes."""
 
 
 def build_report(
@@ -91,25 +96,34 @@ def build_report(
     url = compare_runs_url(
         resolved, [r.experiment_id for r in kept if r.experiment_id], [r.run_id for r in kept]
     )
+    probe_pngs = draw_probe_figures(mlflow_client, groups, _probe_paths(out, groups), name)
     md = out / "summary.md"
     atomic_write_text(
         md,
         f"# {name}\n\n![learning curves](learning_curves.png)\n\n"
         + groups_markdown(rows, label)
         + "".join(f"\n- {n}" for n in notes)
-        + f"\n\nCompare in MLflow: {url}\n",
+        + f"\n\nCompare in MLflow: {url}\n"
+        + "".join(f"\n![policy evolution]({p.name})\n" for p in probe_pngs),
     )
     csv_path = out / "summary.csv"
     atomic_write_text(csv_path, groups_csv(rows))
     if parent and log_to_parent:
         try:
-            for path in (png, md, csv_path):
+            for path in (png, md, csv_path, *probe_pngs):
                 mlflow_client.log_artifact(parent, str(path), "report")
         except Exception as exc:
             raise TrackingError(
                 f"report written to {out} but not logged to run {parent}: {short_error(exc)}"
             ) from None
-    return ReportResult(png, md, csv_path, rows, labels, parent, experiment, notes, url)
+    return ReportResult(png, md, csv_path, rows, labels, parent, experiment, notes, url, probe_pngs)
+
+
+def _probe_paths(out: Path, groups: Mapping[str, object]) -> dict[str, Path]:
+    """probes.png for a single group, else probes_<group>.png each."""
+    if len(groups) == 1:
+        return {label: out / "probes.png" for label in groups}
+    return {label: out / f"probes_{_safe_name(label)}.png" for label in groups}
 
 
 def _report_name(

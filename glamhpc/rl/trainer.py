@@ -36,6 +36,7 @@ from glamhpc.rl.health import (
 )
 from glamhpc.rl.metrics import device_peak_flops, update_metrics
 from glamhpc.rl.ppo import NonFiniteError, RankSlice, update_from_rollout
+from glamhpc.rl.probes import ProbeScorer
 from glamhpc.rl.progress import train_progress
 from glamhpc.rl.rollout import EpisodeStats, Rollout, RolloutKey, collect
 from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_tracker
@@ -65,6 +66,7 @@ class Trainer:
         )
         self.tracker: Tracker | None = None
         self.health = UpdateHealth(unwrap(self.policy).named_parameters())
+        self.probes = ProbeScorer(cfg, self.run_dir, self.policy, ctx.is_main)
         self._health_warned = False
         peak = device_peak_flops(cfg, ctx.device)
         self._peak_total = peak * ctx.world_size if peak else None
@@ -224,6 +226,7 @@ class Trainer:
                 )
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 metrics = {**measured, **stats, "lr": lr, "update": float(self.counters.update)}
+                metrics |= self.probes(self.counters.update, not self._more_to_do(), self.tracker)
                 self._watch_health(metrics)
                 self.history.append({"frames": self.counters.frames, **metrics})
                 if self.tracker is not None:
