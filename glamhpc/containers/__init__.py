@@ -31,6 +31,7 @@ from glamhpc.containers.deffile import (
     render_def,
 )
 from glamhpc.containers.engines import (
+    ENGINE_VARIABLE,
     build_command,
     choose_engine,
     engine_for_image,
@@ -38,6 +39,8 @@ from glamhpc.containers.engines import (
     git_revision,
     git_source,
     project_root,
+    run_candidates,
+    run_engine,
     sif_name,
 )
 from glamhpc.containers.layout import (
@@ -93,6 +96,7 @@ __all__ = [
     "DOCKERFILE",
     "DOCKER_LIKE",
     "ENGINES",
+    "ENGINE_VARIABLE",
     "FORWARDED_NAMES",
     "FORWARDED_PREFIXES",
     "GPU_ALLOCATION_VARIABLES",
@@ -130,6 +134,8 @@ __all__ = [
     "render_def",
     "repo_folder",
     "resolve_image_id",
+    "run_candidates",
+    "run_engine",
     "run_streaming",
     "sif_name",
     "stage_model",

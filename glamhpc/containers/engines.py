@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from glamhpc import __version__
@@ -72,6 +72,40 @@ def engine_for_image(image: str) -> str:
     ):
         return "apptainer"
     return "docker"
+
+
+#: Names the engine that runs jobs and validates images, where the image's kind leaves a choice
+#: (docker or podman for an image name, apptainer or singularity for a .sif). Sites with both
+#: Docker and Podman, or a podman-docker shim, say which; it travels to the nodes with the job's
+#: environment like DOCKER_HOST does.
+ENGINE_VARIABLE = "GLAMHPC_CONTAINER_ENGINE"
+
+
+def run_candidates(image: str, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The engines that may run ``image``, preferred first (pure): ENGINE_VARIABLE alone when it
+    is set, else docker then podman for an image name, apptainer then singularity for a .sif."""
+    family = ("apptainer", "singularity") if engine_for_image(image) in APPTAINER_LIKE else (
+        "docker", "podman"
+    )  # fmt: skip
+    chosen = environ.get(ENGINE_VARIABLE, "").strip()
+    if not chosen:
+        return family
+    if chosen not in family:
+        raise ContainerError(
+            f"{ENGINE_VARIABLE}={chosen} cannot run {image}: use one of {', '.join(family)}"
+            f" (or unset {ENGINE_VARIABLE})"
+        )
+    return (chosen,)
+
+
+def run_engine(image: str, environ: Mapping[str, str]) -> str:
+    """The engine a job uses for ``image``: the first of ``run_candidates`` on the PATH of
+    ``environ`` (a node with Podman only runs its jobs with podman), else the preferred one
+    (whose absence the job's start then reports)."""
+    candidates = run_candidates(image, environ)
+    path = environ.get("PATH")
+    found = [name for name in candidates if shutil.which(name, path=path)]
+    return (found or list(candidates))[0]
 
 
 # ----------------------------------------------------------------------------- build

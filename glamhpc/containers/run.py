@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from glamhpc.containers.engines import engine_for_image
+from glamhpc.containers.engines import engine_for_image, run_engine
 from glamhpc.containers.layout import APPTAINER_LIKE, ContainerError, check_engine
 
 # Variables a job needs inside the container. Under ``apptainer --cleanenv`` (and always under
@@ -209,7 +209,9 @@ def wrap_command(
     if workdir:
         cmd += ["--workdir", workdir]
     if user:
-        if engine == "podman":
+        # keep-id maps the caller's uid into a rootless container; rootful podman (uid 0) has
+        # no user namespace to map and refuses the option.
+        if engine == "podman" and user.split(":")[0] != "0":
             cmd += ["--userns", "keep-id"]
         cmd += ["--user", user]
     return [*cmd, "--entrypoint", inner[0], image, *inner[1:]]
@@ -287,7 +289,9 @@ def job_command(
     image_id: str | None = None,
 ) -> ContainerJob:
     """What a launcher runs on a compute node for ``inner`` inside ``image`` (pure for given
-    ``environ`` and ``uid_gid``; the latter defaults to this process's).
+    ``environ``, the programs on its PATH and ``uid_gid``; the latter defaults to this
+    process's). The engine is ``run_engine``'s: GLAMHPC_CONTAINER_ENGINE, else the first of
+    docker, podman (apptainer, singularity for a .sif) on the PATH.
 
     The forwarded variables (``forwarded_env`` of ``environ`` and ``extra_env``) are passed by
     name, their folders bound (``env_binds``). Docker and Podman jobs run as the calling user
@@ -298,7 +302,7 @@ def job_command(
     The image (and ``image_id``, see ``resolve_image_id``) reach the run as GLAMHPC_CONTAINER /
     GLAMHPC_CONTAINER_ID, which the trainer records as MLflow tags.
     """
-    engine = engine_for_image(image)
+    engine = run_engine(image, environ)
     identity = {"GLAMHPC_CONTAINER": image}
     if image_id:
         identity["GLAMHPC_CONTAINER_ID"] = image_id
@@ -329,7 +333,7 @@ def resolve_image_id(image: str, environ: Mapping[str, str]) -> str | None:
     """The engine's id of a Docker/Podman image as the node sees it (``sha256:...``), so the run
     records which build it ran, not only a tag that may move; None for Apptainer (the .sif path
     is its identity) or when the engine cannot say (the job's own start then fails clearly)."""
-    engine = engine_for_image(image)
+    engine = run_engine(image, environ)
     if engine in APPTAINER_LIKE:
         return None
     try:
@@ -344,6 +348,9 @@ def resolve_image_id(image: str, environ: Mapping[str, str]) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     found = out.stdout.strip()
+    # Podman prints the bare hex digest; the run records one form whichever engine ran it.
+    if re.fullmatch(r"[0-9a-f]{64}", found):
+        found = "sha256:" + found
     return found if out.returncode == 0 and found.startswith("sha256:") else None
 
 

@@ -117,7 +117,10 @@ def check_container(
             shown.append(name)
         return Check("container engine", True, "found: " + ", ".join(shown), required=False)
     engine = containers.engine_for_image(image)
-    candidates = ["docker", "podman"] if engine == "docker" else ["apptainer", "singularity"]
+    try:  # GLAMHPC_CONTAINER_ENGINE picks one engine of the image's kind, as jobs do
+        candidates = list(containers.run_candidates(image, os.environ))
+    except containers.ContainerError as exc:
+        return Check("container engine", False, str(exc), f"unset {containers.ENGINE_VARIABLE}")
     usable = [e for e in candidates if e in found]
     if not usable:
         return Check(
@@ -138,8 +141,10 @@ def check_container(
             )
         rc, out = runner([name, "--version"])
         return Check("container engine", rc == 0, f"{_first_line(out)}; image {image}")
-    # The docker CLI can exist without a reachable daemon (remote contexts, CI images).
-    rc, out = runner([name, "info", "--format", "{{.ServerVersion}}"])
+    # The docker CLI can exist without a reachable daemon (remote contexts, CI images); podman
+    # has no daemon, but its info fails just as clearly on a broken storage or configuration.
+    version = "{{.Version.Version}}" if name == "podman" else "{{.ServerVersion}}"
+    rc, out = runner([name, "info", "--format", version])
     if rc != 0:
         return Check(
             "container engine",
@@ -225,9 +230,9 @@ def check_model(cfg: Config) -> Check:
         root = hubcache.glamhpc_cache_root(model.cache_dir)
         where = f"cached in {builds[-1]}" if builds else f"built under {root} on first use"
         return Check("model cache", True, f"tiny-t5 needs no download; {where}")
-    if not model.pretrained:
+    if model.init == "random":  # embeddings_only reads the pretrained weights' embeddings
         return Check(
-            "model cache", True, f"{model.name}: random init (pretrained: false)", required=False
+            "model cache", True, f"{model.name}: random init (init: random)", required=False
         )
     found = hubcache.inspect_cached_model(model.name, model.cache_dir)
     if found.complete:

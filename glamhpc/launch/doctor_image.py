@@ -7,6 +7,7 @@ first failure stops the rest (a smoke run in an image whose entrypoint is broken
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -44,8 +45,10 @@ def validate_image(
     announce: Callable[[str], None] = lambda _line: None,
 ) -> list[Check]:
     """One check per recipe step, in order, stopping at the first that fails."""
-    kind = containers.engine_for_image(image)
-    candidates = ("apptainer", "singularity") if kind == "apptainer" else ("docker", "podman")
+    try:  # GLAMHPC_CONTAINER_ENGINE picks one engine of the image's kind, as for jobs
+        candidates = containers.run_candidates(image, os.environ)
+    except containers.ContainerError as exc:
+        return [Check("image validation", False, str(exc), f"unset {containers.ENGINE_VARIABLE}")]
     found = containers.find_engines(candidates, which)
     if not found:
         return [

@@ -160,3 +160,86 @@ def docker_image() -> BuiltImage:
     revision = printed.split("REVISION=")[1].split()[0]
     image_id = docker("image", "inspect", "--format", "{{.Id}}", DOCKER_TAG).stdout.strip()
     return BuiltImage(DOCKER_TAG, revision, image_id)
+
+
+# ----------------------------------------------------------------------------- the Podman tier
+# A real Podman engine with its own storage and configuration (tests/containers/podman_tier.sh
+# up), gated like the Docker tier: GLAMHPC_PODMAN_TESTS=1 runs it, GLAMHPC_REQUIRE_PODMAN=1 (CI)
+# turns a missing piece into a failure. Podman has no daemon: CONTAINERS_CONF and
+# CONTAINERS_STORAGE_CONF select the tier's store, and GLAMHPC_CONTAINER_ENGINE=podman makes
+# glamhpc pick podman where docker is on PATH too (the Docker tier's CLI is).
+
+PODMAN_DIR = Path(os.environ.get("GLAMHPC_PODMAN_DIR", "/var/tmp/glamhpc-podman"))
+PODMAN_BASE = os.environ.get("GLAMHPC_PODMAN_BASE", "glamhpc-test-base:cpu")
+PODMAN_TAG = "glamhpc:podman-tier"
+#: The unprivileged user the tier sets up for rootless podman (subuid/subgid ranges).
+ROOTLESS_USER = os.environ.get("GLAMHPC_PODMAN_USER", "glamhpc-rootless")
+ROOTLESS_DIR = PODMAN_DIR / "rootless"
+
+
+def podman_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env.setdefault("CONTAINERS_CONF", str(PODMAN_DIR / "containers.conf"))
+    env.setdefault("CONTAINERS_STORAGE_CONF", str(PODMAN_DIR / "storage.conf"))
+    env["GLAMHPC_CONTAINER_ENGINE"] = "podman"
+    return env
+
+
+def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["podman", *args],
+        env=podman_env(),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+    )
+
+
+def podman_skip_reason() -> str | None:
+    if os.environ.get("GLAMHPC_PODMAN_TESTS") != "1":
+        return (
+            "optional Podman tier: set GLAMHPC_PODMAN_TESTS=1 after "
+            "`sh tests/containers/podman_tier.sh up` (CI does both)"
+        )
+    if shutil.which("podman") is None:
+        return "no podman (sh tests/containers/podman_tier.sh up)"
+    if not (PODMAN_DIR / "containers.conf").is_file():
+        return f"no tier configuration in {PODMAN_DIR} (sh tests/containers/podman_tier.sh up)"
+    try:
+        info = podman("info", "--format", "{{.Store.GraphRoot}}", check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"podman not runnable: {exc}"
+    if info.returncode != 0:
+        return f"podman info failed: {(info.stderr or info.stdout).strip()[-300:]}"
+    if podman("image", "exists", PODMAN_BASE, check=False).returncode != 0:
+        return f"base image {PODMAN_BASE} missing (make it: sh tests/containers/podman_tier.sh up)"
+    return None
+
+
+def require_podman() -> None:
+    """Skip (opt-in tier) or, where CI requires the tier, fail with the reason."""
+    reason = podman_skip_reason()
+    if reason is None:
+        return
+    if os.environ.get("GLAMHPC_REQUIRE_PODMAN") == "1":
+        pytest.fail(f"the Podman tier is required here: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def podman_image() -> BuiltImage:
+    """The repository's Dockerfile built once per session by `glamhpc build --engine podman`
+    into the tier's store (its layer cache keeps the dependency layers between runs)."""
+    require_podman()
+    result = subprocess.run(
+        [sys.executable, "-m", "glamhpc", "build", "--engine", "podman",
+         "--base-image", PODMAN_BASE, "--tag", PODMAN_TAG, "--engine-arg=--network=host"],
+        cwd=ROOT, env=podman_env(), capture_output=True, text=True, timeout=1400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"built {PODMAN_TAG}" in result.stdout
+    printed = next(line for line in result.stdout.splitlines() if line.startswith("$ podman"))
+    revision = printed.split("REVISION=")[1].split()[0]
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", PODMAN_TAG).stdout.strip()
+    return BuiltImage(PODMAN_TAG, revision, image_id)

@@ -248,6 +248,8 @@ def test_job_command_docker_runs_as_the_caller_with_the_allocation() -> None:
         "MLFLOW_TRACKING_PASSWORD": "pw-123",
         "RANK": "0",
         "PATH": "/usr/bin",
+        # Docker, whichever engines this machine's /usr/bin holds (podman only would pick podman).
+        "GLAMHPC_CONTAINER_ENGINE": "docker",
     }
     job = c.job_command(
         ["python"], "glamhpc:1", environ=environ, gpus=True, uid_gid=(1234, 99), workdir="/w"
@@ -450,3 +452,49 @@ def test_hub_cache_dir_layouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     make_hub_model(flat, "org/m")
     (flat / "hub" / "models--org--m").rename(flat / "models--org--m")
     assert c.inspect_cached_model("org/m", flat).complete
+
+
+# ----------------------------------------------------------------------------- which engine runs
+
+
+def _bin_with(tmp_path: Path, *names: str) -> str:
+    folder = tmp_path / "-".join(names or ("none",))
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return str(folder)
+
+
+def test_run_engine_follows_the_nodes_path_and_the_variable(tmp_path: Path) -> None:
+    both, podman_only = _bin_with(tmp_path, "docker", "podman"), _bin_with(tmp_path, "podman")
+    assert c.run_engine("glamhpc:1", {"PATH": both}) == "docker"
+    assert c.run_engine("glamhpc:1", {"PATH": podman_only}) == "podman"
+    # Nothing on PATH: the preferred engine, whose absence the job's start reports.
+    assert c.run_engine("glamhpc:1", {"PATH": _bin_with(tmp_path)}) == "docker"
+    assert c.run_engine("glamhpc:1", {}) == "docker"
+    chosen = {"PATH": both, c.ENGINE_VARIABLE: "podman"}
+    assert c.run_candidates("glamhpc:1", chosen) == ("podman",)
+    assert c.run_engine("glamhpc:1", chosen) == "podman"
+    assert c.run_engine("/img/g.sif", {c.ENGINE_VARIABLE: "singularity"}) == "singularity"
+    assert c.run_candidates("/img/g.sif", {}) == ("apptainer", "singularity")
+    with pytest.raises(c.ContainerError, match="GLAMHPC_CONTAINER_ENGINE=podman cannot run"):
+        c.run_engine("/img/g.sif", {c.ENGINE_VARIABLE: "podman"})
+    with pytest.raises(c.ContainerError, match="use one of docker, podman"):
+        c.run_candidates("glamhpc:1", {c.ENGINE_VARIABLE: "dockerr"})
+
+
+def test_job_command_under_podman_maps_the_caller_only_when_rootless(tmp_path: Path) -> None:
+    environ = {"PATH": _bin_with(tmp_path, "podman"), "SLURM_JOB_GPUS": "1"}
+    user = c.job_command(["python"], "glamhpc:1", environ=environ, gpus=True, uid_gid=(1234, 99))
+    assert user.argv[:2] == ["podman", "run"]
+    assert user.argv[user.argv.index("--userns") :][:4] == [
+        "--userns",
+        "keep-id",
+        "--user",
+        "1234:99",
+    ]
+    assert user.argv[user.argv.index("--device") + 1] == "nvidia.com/gpu=1"
+    # Rootful podman (root) has no user namespace to map and refuses keep-id.
+    root = c.job_command(["python"], "glamhpc:1", environ=environ, uid_gid=(0, 0))
+    assert "--userns" not in root.argv and root.argv[root.argv.index("--user") + 1] == "0:0"
