@@ -116,8 +116,9 @@ class ModelConfig(_Section):
     """google/flan-t5-small|base|large|xl, any seq2seq hub id or local folder, or tiny-t5."""
     path: str | None = None
     """Local folder with the weights (overrides the hub cache lookup; for offline nodes)."""
-    pretrained: bool = True
-    """False: random init from the model's config (the paper's non-pretrained ablation)."""
+    init: Literal["pretrained", "random", "embeddings_only"] = "pretrained"
+    """Weights: pretrained; random (the config's architecture, NPA/NPE); embeddings_only (random
+    with the pretrained input embeddings copied in: the paper's NPAE)."""
     dtype: Literal["fp32", "bf16"] = "fp32"
     """dtype the LLM's weights are LOADED in; bf16 only where no optimizer updates them (eval,
     zero-shot, LoRA's frozen base). Training: fp32, with model.precision=bf16-mixed for speed."""
@@ -129,7 +130,7 @@ class ModelConfig(_Section):
     cache_dir: str | None = None
     """Model cache (HF_HOME-style); None uses the default Hugging Face cache."""
     value_hidden: int = Field(1024, ge=1, le=65536)
-    """Hidden width of the value head MLP (paper: 1024)."""
+    """Hidden width of the value head MLP, and of the action head's (paper: 1024 for both)."""
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """LoRA adapters (off by default; the paper fine-tunes everything)."""
 
@@ -137,6 +138,9 @@ class ModelConfig(_Section):
 class PolicyConfig(_Section):
     scoring: Literal["glam", "paper"] = "glam"
     """glam: softmax over summed log-probs; paper: upstream's softmax(P / max P) (parity runs)."""
+    head: Literal["scoring", "action"] = "scoring"
+    """scoring: the LLM scores the candidate texts (GLAM); action: an MLP on the decoder's
+    position-0 state gives one logit per action (NPAE, AFlan-T5, NPA; policy.scoring unused)."""
     max_batch_tokens: int = Field(65536, ge=64, le=1 << 24)
     """Upper bound on prompt tokens scored in one forward (bounds activation memory)."""
 
@@ -191,12 +195,12 @@ class TrainConfig(_Section):
     """Deterministic torch algorithms (CPU results reproduce bit for bit)."""
     max_updates: int | None = Field(None, ge=1, le=10**9)
     """Stop after this many updates in total (handy for tests); None: until total_frames."""
+    probe_every: int = Field(10, ge=0, le=10**9)
+    """Score the fixed probe prompts (glamhpc.rl.probes) every N updates and at the end; 0: off."""
     save_initial: bool = False
     """Also checkpoint the state before the first update (u0000000): a baseline to compare the
     trained weights with (`glamhpc train --smoke` uses it)."""
     peak_tflops: float | None = Field(None, gt=0, le=1e6)
-    probe_every: int = Field(10, ge=0, le=10**9)
-    """Score the fixed probe prompts (glamhpc.rl.probes) every N updates and at the end; 0: off."""
     """Peak FLOP/s of one device for MFU; None: known GPUs are looked up, CPUs report none."""
     run_dir_mode: int = Field(0o700, ge=0o700, le=0o777)
     """Permissions of run directories (octal, e.g. 0o750 to share with the group); they hold
@@ -311,6 +315,32 @@ class LaunchConfig(_Section):
         return value
 
 
+class BCConfig(_Section):  # agent: bc (glamhpc.agents.bc; docs/BASELINES.md)
+    dataset: str = Field("bot:200", description="A `glamhpc demos` folder, or bot:N (N episodes).")
+    epochs: int = Field(1, ge=1, le=10**6, description="Passes over the dataset (upstream: 1).")
+    batch_size: int = Field(32, ge=1, le=1 << 20, description="Pairs per step, over all ranks.")
+    lr: float = Field(5e-5, gt=0, le=1, description="AdamW peak learning rate (cosine to 0).")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="AdamW decoupled weight decay.")
+    warmup_steps: int = Field(0, ge=0, le=10**9, description="Linear warm-up steps before cosine.")
+    eval_every: int = Field(10, ge=1, le=10**9, description="Quick success-rate eval every N.")
+    eval_steps: int = Field(16, ge=1, le=10**6, description="Env steps per env in a quick eval.")
+
+
+class SymbolicConfig(_Section):  # agent: symbolic (glamhpc.agents.symbolic; docs/BASELINES.md)
+    recurrence: int = Field(20, ge=1, le=10**4, description="BPTT steps per chunk (BabyAI: 20).")
+    image_dim: int = Field(128, ge=1, le=4096, description="FiLM-CNN feature width (BabyAI: 128).")
+    memory_dim: int = Field(128, ge=1, le=4096, description="LSTM memory width (BabyAI: 128).")
+    instr_dim: int = Field(128, ge=1, le=4096, description="Word/GRU width (BabyAI: 128).")
+
+
+class DRRNConfig(_Section):  # agent: drrn (glamhpc.agents.drrn; docs/BASELINES.md)
+    hidden: int = Field(128, ge=1, le=4096, description="Embedding and GRU width (upstream: 128).")
+    vocab_size: int = Field(8000, ge=8, le=32767, description="Tokenizer cap (upstream: 8k).")
+    memory_size: int = Field(5_000_000, ge=1, le=10**9, description="Replay size (upstream: 5M).")
+    priority_fraction: float = Field(0.0, ge=0, lt=1, description="Batch share of reward>0 replay.")
+    grad_steps: int = Field(1, ge=1, le=10**4, description="Q steps per update (upstream: 1).")
+
+
 class EvalConfig(_Section):
     episodes: int = Field(100, ge=1, le=10**7)
     """Episodes per suite item (the paper: 1000)."""
@@ -325,6 +355,9 @@ class Config(_Section):
     """Experiment name (default MLflow experiment and runs/<name>/ folder)."""
     seed: int = Field(1, ge=0, lt=2**63)
     """Master seed: envs, torch, sampling. Same seed, same results on CPU."""
+    agent: Literal["glam", "bc", "symbolic", "drrn"] = "glam"
+    """What is trained: glam (the paper's agent: PPO on the LLM's action scores); bc: behaviour
+    cloning of demonstrations (`bc:`); symbolic: Symbolic-PPO (`symbolic:`); drrn (`drrn:`)."""
     env: EnvConfig = Field(default_factory=EnvConfig)
     """Environments."""
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -343,6 +376,13 @@ class Config(_Section):
     """Where and how jobs run."""
     eval: EvalConfig = Field(default_factory=EvalConfig)
     """Evaluation defaults."""
+    bc: BCConfig = Field(default_factory=BCConfig)
+    """Behaviour cloning (agent: bc)."""
+    symbolic: SymbolicConfig = Field(default_factory=SymbolicConfig)
+    """Symbolic-PPO: BabyAI's FiLM-CNN + LSTM on the symbolic view (agent: symbolic)."""
+    drrn: DRRNConfig = Field(default_factory=DRRNConfig)
+    """DRRN (agent: drrn); also reads ppo.total_frames, steps_per_env, lr, gamma, adam_betas,
+    adam_eps, minibatch_size (its batch) and max_grad_norm (its clip)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -362,7 +402,10 @@ class Config(_Section):
 # ----------------------------------------------------------------------------- errors
 
 # Keys older configs may still set, with their fix (instead of a generic 'unknown key').
-REMOVED_KEYS: dict[str, str] = {"dist.mixed_precision": "use model.precision=bf16-mixed"}
+REMOVED_KEYS: dict[str, str] = {
+    "dist.mixed_precision": "use model.precision=bf16-mixed",
+    "model.pretrained": "use model.init=pretrained (was true) or model.init=random (was false)",
+}
 
 
 def _validate(data: Mapping[str, Any]) -> Config:

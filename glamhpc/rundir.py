@@ -45,7 +45,7 @@ PREEMPTED_MARKER = "PREEMPTED"
 TRAIN_LOCK = "train.lock"
 
 #: Config sections whose change makes a resumed run a different experiment.
-FROZEN_ON_RESUME = ("seed", "env", "model", "policy", "ppo")
+FROZEN_ON_RESUME = ("seed", "agent", "env", "model", "policy", "ppo", "bc", "symbolic", "drrn")
 
 
 def check_run_name(name: str) -> str:

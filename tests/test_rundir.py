@@ -119,3 +119,13 @@ def test_two_trainers_in_one_run_directory_without_tracking(
         holder.send_signal(signal.SIGTERM)
         holder.wait(timeout=120)
     assert (run / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("change", ["agent=bc", "bc.epochs=3", "drrn.hidden=64", "seed=2"])
+def test_resume_refuses_another_agent_or_its_settings(tmp_path: Path, change: str) -> None:
+    base = [f"train.run_root={tmp_path / 'runs'}"]
+    RunDir.of(load_config(None, base), "r", tmp_path).prepare(load_config(None, base))
+    run = RunDir.of(load_config(None, base), "r", tmp_path)
+    run.check_resume(load_config(None, base))  # the same config resumes
+    with pytest.raises(ConfigError, match=f"changed: {change.split('.')[0].split('=')[0]}"):
+        run.check_resume(load_config(None, [*base, change]))

@@ -31,6 +31,7 @@ _AREAS = (
     "containers",
     "evaluate",
     "cluster",
+    "demos",
 )
 
 

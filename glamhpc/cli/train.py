@@ -46,10 +46,11 @@ def train(
         # Here, before a run directory or a rank exists: one line instead of one per rank.
         fail(precision)
     if nproc > 0:
+        from glamhpc.agents import one_rank_problem
         from glamhpc.config import ConfigError, env_split_problem
         from glamhpc.launch.local import run_local
 
-        problem = env_split_problem(cfg.env.num_envs, nproc)
+        problem = one_rank_problem(cfg.agent, nproc) or env_split_problem(cfg.env.num_envs, nproc)
         if problem:
             # Checked here so the user gets one line, not one error per rank plus torchrun's.
             fail(problem)
@@ -65,11 +66,11 @@ def train(
         except ConfigError as exc:  # a bad --run-name, a run directory in use
             fail(str(exc))
         raise typer.Exit(code)
+    from glamhpc.agents import train_agent as run_training
     from glamhpc.checkpoint import CheckpointError
     from glamhpc.config import ConfigError
     from glamhpc.policy.models import ModelNotAvailableError
     from glamhpc.rl.ppo import NonFiniteError
-    from glamhpc.rl.trainer import train as run_training
     from glamhpc.rundir import RunDir, default_run_name
 
     rank0 = int(os.environ.get("RANK", "0")) == 0

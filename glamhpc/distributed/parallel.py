@@ -49,11 +49,14 @@ def wrap_policy(
             bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
             for block in _t5_blocks(policy):
                 fully_shard(block, mp_policy=bf16)
-            value_head = getattr(policy, "value_head", None)
-            if isinstance(value_head, nn.Module):
-                # Its own unit before the root: the root's bf16 policy would otherwise gather it.
-                fp32 = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
-                fully_shard(value_head, mp_policy=fp32)
+            for name in ("value_head", "action_head"):  # fp32 heads (action: policy.head)
+                head = getattr(policy, name, None)
+                if isinstance(head, nn.Module):
+                    # Its own unit before the root: the root's bf16 policy would gather it.
+                    fp32 = MixedPrecisionPolicy(
+                        param_dtype=torch.float32, reduce_dtype=torch.float32
+                    )
+                    fully_shard(head, mp_policy=fp32)
             fully_shard(policy, mp_policy=bf16)
             return policy
         for block in _t5_blocks(policy):

@@ -159,6 +159,13 @@ class EnvBatch:
         """Current mission of each env."""
         return [env.mission for env in self.envs]
 
+    def images(self) -> np.ndarray:
+        """Current symbolic view of each env, minigrid's ``obs["image"]``: uint8 [N, 7, 7, 3]
+        (object, colour, state per cell; the Symbolic-PPO baseline's input). Recomputed from the
+        grid (``gen_obs`` is what minigrid's step returns; it draws no randomness)."""
+        views = [env.unwrapped.gen_obs()["image"] for env in self.envs]  # type: ignore[attr-defined]
+        return np.stack(views)
+
     def task_kinds(self) -> list[str]:
         """Task kind of each env's current episode."""
         return [env.task_kind for env in self.envs]

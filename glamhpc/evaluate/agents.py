@@ -7,6 +7,7 @@ suite item (candidates differ between items: synonym actions, French).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ __all__ = [
     "model_spec",
 ]
 
-AgentKind = Literal["glam", "random", "bot"]
+AgentKind = Literal["glam", "random", "bot", "symbolic", "drrn"]
 BASELINES: tuple[str, ...] = ("random", "bot")
 META_FILE = "glamhpc.json"
 
@@ -141,6 +142,26 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def trained_agent(folder: Path) -> AgentKind:
+    """The agent an export holds: its run's ``agent`` key (the run dir's config.yaml), else its
+    glamhpc.json's (a copied or downloaded export); ``glam`` when neither names one."""
+    run_config = _run_config(folder.parent) if folder.name == "model" else {}
+    agent = run_config.get("agent")
+    if agent is None:
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+        except (OSError, ValueError):
+            meta = {}  # read_meta has already said what is wrong with it
+        agent = meta.get("agent") if isinstance(meta, dict) else None
+    if agent in (None, "glam", "bc"):  # bc exports the LLM that GLAM's scoring plays
+        return "glam"
+    if agent == "symbolic":
+        return "symbolic"
+    if agent == "drrn":
+        return "drrn"
+    raise EvalError(f"{folder}: agent {agent!r} cannot be evaluated by this glamhpc version")
+
+
 def checkpoint_spec(path: str | Path, run_id: str | None = None, **options: Any) -> AgentSpec:
     """The exported model of a finished run (``run_dir`` or ``run_dir/model``).
 
@@ -156,7 +177,8 @@ def checkpoint_spec(path: str | Path, run_id: str | None = None, **options: Any)
     folder = _model_folder(Path(path).expanduser().resolve())
     verify_model_folder(folder)  # before anything in it is read or loaded
     meta = read_meta(folder)
-    if not (folder / "config.json").is_file():
+    kind = trained_agent(folder)
+    if kind == "glam" and not (folder / "config.json").is_file():
         raise EvalError(f"model folder {str(folder)!r} has no config.json (incomplete export)")
     space = meta.action_space
     if space is not None:
@@ -168,7 +190,7 @@ def checkpoint_spec(path: str | Path, run_id: str | None = None, **options: Any)
     env_cfg = _run_config(run_dir).get("env", {}) if run_dir is not None else {}
     label = run_id or (run_dir.name if run_dir is not None else folder.name)
     return AgentSpec(
-        kind="glam",
+        kind=kind,
         label=label,
         model=str(folder),
         trained_action_space=space,
@@ -313,6 +335,8 @@ class LoadedAgent:
     spec: AgentSpec
     model: Any = None
     tokenizer: Any = None
+    action_head: dict[str, Any] | None = None
+    """A ``policy.head=action`` export's action MLP weights (its ``action_head.safetensors``)."""
 
     def policy_for(self, texts: Sequence[str], item: SuiteItem) -> PromptScorer | EnvAgent:
         """Policy scoring the candidates ``texts`` (the EnvBatch's action texts for ``item``)."""
@@ -320,10 +344,19 @@ class LoadedAgent:
             return uniform_policy(len(texts))
         if self.spec.kind == "bot":
             return BotAgent(item.action_space)
+        if self.spec.kind == "symbolic":
+            from glamhpc.agents.symbolic.play import SymbolicPlayer
+
+            return SymbolicPlayer(self.model, len(texts))
+        if self.spec.kind == "drrn":  # Q-values of any candidate texts: it reads them
+            from glamhpc.agents.drrn.export import drrn_scorer
+
+            return drrn_scorer(self.model, self.tokenizer, texts)
         import torch
 
         from glamhpc.policy.glam import GlamPolicy
 
+        head = self.action_head
         policy = GlamPolicy(
             self.model,
             self.tokenizer,
@@ -332,7 +365,17 @@ class LoadedAgent:
             max_batch_tokens=self.spec.max_batch_tokens,
             value_hidden=1,  # values are not used in evaluation: the smallest head
             method=self.spec.method,  # type: ignore[arg-type]
+            head="scoring" if head is None else "action",
+            action_hidden=1 if head is None else int(head["0.weight"].shape[0]),
         )
+        if head is not None and policy.action_head is not None:
+            try:
+                policy.action_head.load_state_dict(head)
+            except RuntimeError as exc:  # wrong keys or a K that is not this item's
+                raise EvalError(
+                    f"{self.spec.label}: its action head does not fit suite item {item.name!r} "
+                    f"({len(texts)} candidates): {str(exc).splitlines()[-1].strip()[:200]}"
+                ) from None
 
         @torch.inference_mode()
         def score(prompts: list[str]) -> torch.Tensor:
@@ -347,9 +390,26 @@ def load_agent(spec: AgentSpec) -> LoadedAgent:
     Raises:
         EvalError: the model is not available on this machine (one line, with the fix).
     """
+    if spec.kind == "symbolic":
+        from glamhpc.agents.symbolic.play import load_exported
+
+        assert spec.model is not None
+        try:
+            return LoadedAgent(spec, load_exported(Path(spec.model), spec.device))
+        except ValueError as exc:
+            raise EvalError(str(exc)) from None
+    if spec.kind == "drrn":
+        from glamhpc.agents.drrn.export import load_drrn
+
+        assert spec.model is not None
+        try:
+            return LoadedAgent(spec, *load_drrn(Path(spec.model), spec.device))
+        except ValueError as exc:
+            raise EvalError(str(exc)) from None
     if spec.kind != "glam":
         return LoadedAgent(spec)
     from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     from glamhpc.policy.models import ModelNotAvailableError, load_model
 
@@ -363,11 +423,13 @@ def load_agent(spec: AgentSpec) -> LoadedAgent:
             device=spec.device,
             cache_dir=spec.cache_dir,
         )
+        head_file = folder / "action_head.safetensors"  # exported by policy.head=action runs
+        head = load_file(str(head_file)) if folder.is_dir() and head_file.is_file() else None
     except ModelNotAvailableError as exc:
         raise EvalError(str(exc)) from None
     except SafetensorError as exc:  # e.g. a truncated file in a --model folder
         raise EvalError(f"cannot load the weights of {spec.model}: {exc}") from None
-    return LoadedAgent(spec, model, tokenizer)
+    return LoadedAgent(spec, model, tokenizer, head)
 
 
 def with_options(spec: AgentSpec, **options: Any) -> AgentSpec:

@@ -8,7 +8,8 @@ combinations that cannot fit. The memory estimate reads the model's shape from
 `glamhpc.policy.shapes` (published FLAN-T5 shapes, cached config.json files): no torch either.
 
 Memory model (bytes per parameter P, world size W, Adam), as `model.precision` runs. P counts
-the LLM and the value head (an fp32 MLP of `model.value_hidden` width, trained in every mode).
+the LLM and the value head (an fp32 MLP of `model.value_hidden` width, trained in every mode),
+with policy.head=action also the action MLP, less the untied lm_head it leaves frozen.
 Held for the whole run (`static_gb`; checked against what the trainer holds after an update,
 the `memory/*_gb` metrics, by `glamhpc train --smoke`):
 - trained weights are always fp32 (the optimizer's master copy), whatever the precision:
@@ -159,6 +160,12 @@ def value_head_params(d_model: int, hidden: int) -> int:
     return d_model * hidden + hidden + hidden * hidden + hidden + hidden + 1
 
 
+def action_head_params(d_model: int, hidden: int, actions: int) -> int:
+    """Parameters of GlamPolicy's action MLP (policy.head=action): d_model -> hidden -> hidden ->
+    actions, with biases."""
+    return value_head_params(d_model, hidden) - (hidden + 1) + hidden * actions + actions
+
+
 def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) -> MemoryEstimate:
     """Per-rank memory of the update phase of ``cfg`` (the module docstring's model).
 
@@ -172,13 +179,21 @@ def estimate_memory(cfg: Config, params: int, config: T5Shape, world_size: int) 
     shard = world_size if fsdp else 1
     d = config.d_model
     head = value_head_params(d, cfg.model.value_hidden)
+    frozen = 0  # held fp32 weights no optimizer updates
+    if cfg.policy.head == "action":
+        from glamhpc.envs.actions import ACTION_SPACES
+
+        actions = len(ACTION_SPACES[cfg.env.action_space])
+        head += action_head_params(d, cfg.model.value_hidden, actions)
+        # GlamPolicy freezes an untied lm_head, which nothing reads with the action head.
+        frozen = 0 if config.tied_head or cfg.model.lora.enabled else config.vocab * d
     if cfg.model.lora.enabled:
         trainable = lora_params(config, cfg.model.lora.r, cfg.model.lora.target_modules) + head
         base_bytes = 2 if cfg.model.dtype == "bf16" else 4
         weights = params * base_bytes / shard + trainable * 4 / shard
     else:
-        trainable = params + head
-        weights = trainable * 4 / shard  # fp32 master weights, whatever the precision
+        trainable = params + head - frozen
+        weights = (trainable + frozen) * 4 / shard  # fp32 master weights, whatever the precision
     buffers = 0.0
     if fsdp:
         # One gathered block at a time (+ the next, prefetched) in FSDP's param_dtype.

@@ -17,6 +17,10 @@ Then the run is resumed from its first update into a second run directory, and:
   shrunk config and world size) of weights + gradients + optimizer + update-health snapshot,
   over what the trained run's last update really held (its ``memory/*_gb`` metrics). Within
   ``MEMORY_TOLERANCE`` of 1 passes: `glamhpc plan`'s numbers describe the code that runs.
+
+A baseline agent (`glamhpc.agents`) runs the same way; its checkpoint's state.json ``smoke``
+entry names its second parameter group (read as the value head) and its memory plan, and a
+network with nothing to shrink (DRRN, Symbolic-PPO) runs as shipped on one rank.
 """
 
 from __future__ import annotations
@@ -99,8 +103,11 @@ class SmokeVerdict:
 
 def smoke_world_size(cfg: Config) -> int:
     """2 ranks where the config distributes (DDP/FSDP over several devices), else 1."""
+    from glamhpc.agents import ONE_RANK_AGENTS
     from glamhpc.launch.resources import resolve
 
+    if cfg.agent in ONE_RANK_AGENTS:
+        return 1
     return 2 if resolve(cfg).world_size > 1 else 1
 
 
@@ -124,6 +131,14 @@ def smoke_config(cfg: Config, run_root: Path, cache_dir: Path | None, world: int
     data["tracking"]["enabled"] = False
     if cache_dir is not None:
         data["model"]["cache_dir"] = str(cache_dir)
+    if cfg.agent == "bc":  # a few bot episodes written by the run, in batches of a few pairs
+        data["bc"]["batch_size"] = min(cfg.bc.batch_size, 8)
+        if cfg.bc.dataset.startswith("bot:"):
+            data["bc"]["dataset"] = "bot:4"
+    if cfg.agent == "symbolic":  # one BPTT chunk per env and update
+        data["ppo"].update(
+            steps_per_env=cfg.symbolic.recurrence, minibatch_size=cfg.symbolic.recurrence
+        )
     return config_from_dict(data)
 
 
@@ -152,9 +167,9 @@ def _train(cfg: Config, name: str, world: int) -> None:
         if code != 0:
             raise SmokeError(f"the {world}-rank smoke run {name!r} failed (exit code {code})")
         return
-    from glamhpc.rl.trainer import train
+    from glamhpc.agents import train_agent
 
-    train(cfg, name)
+    train_agent(cfg, name)
 
 
 def _clone_until(src: RunDir, dst: RunDir, update: int) -> None:
@@ -230,15 +245,19 @@ def _verdict(
     again_model, again_optim = read_checkpoint_tensors(
         resumed.checkpoints / checkpoint_name(2), names, tied
     )
+    # A baseline names its second parameter group and its memory plan (AgentRun.extra_state).
+    own = saved.get("smoke") or {}
+    second = tuple(own.get("second", ("value_head.",)))
+    planned_bytes = float(own.get("planned_static_bytes", planned_bytes))
     counts = {"model.": [0, 0], "value_head.": [0, 0]}
     for name in names:
-        prefix = "value_head." if name.startswith("value_head.") else "model."
+        prefix = "value_head." if name.startswith(second) else "model."
         got_grad = end_optim[name]["exp_avg_sq"] > 0
         changed = (end_model[name] != start_model[name]) & got_grad
         counts[prefix][0] += int(changed.sum())
         counts[prefix][1] += int(got_grad.sum())
     history = saved.get("history", [])
-    losses = [h[k] for h in history for k in ("policy_loss", "value_loss") if k in h]
+    losses = [h[k] for h in history for k in ("policy_loss", "value_loss", "td_loss") if k in h]
     finite = all(bool(torch.isfinite(t.float()).all()) for t in end_model.values()) and all(
         math.isfinite(x) for x in losses
     )

@@ -2,6 +2,8 @@
 
 pi(a_k | prompt) comes from the candidates' scores (see `scoring`), normalised over the K
 candidates; V(prompt) is an MLP on the decoder's position-0 state, computed in the same pass.
+With ``head="action"`` (the paper's NPAE baselines) an fp32 MLP on that same position-0 state
+gives the K logits instead, and only the encoder and one decoder step run (`action_head`).
 The whole LLM is trainable (the paper fine-tunes everything); the value head is float32 whatever
 the LLM's dtype, so value regression does not suffer from bf16 rounding.
 
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from glamhpc.policy import sampling
+from glamhpc.policy.action_head import sigmoid_mlp, start_states
 from glamhpc.policy.scoring import (
     Candidates,
     ScoreOutput,
@@ -69,6 +72,11 @@ class GlamPolicy(nn.Module):
             re-scores the rollout's prompts).
         compute_dtype: None (the weights' dtype) or torch.bfloat16 (autocast around the LLM's
             forward; `model.precision=bf16-mixed`). The device type comes from the model.
+        head: `"scoring"` (GLAM: the LLM scores the candidate texts) or `"action"`: an fp32 MLP
+            d_model -> action_hidden -> Sigmoid -> action_hidden -> Sigmoid -> K on the decoder's
+            position-0 state (upstream's NPAE head); ``scoring`` and ``method`` are then unused.
+            The LM head gets no gradient with it: an untied one is frozen (see `_freeze_lm_head`).
+        action_hidden: width of the action MLP (1024 in upstream).
     """
 
     # Buffers registered in __init__ (nn.Module.__getattr__ is typed Tensor | Module).
@@ -87,10 +95,15 @@ class GlamPolicy(nn.Module):
         disable_dropout: bool = True,
         prompt_cache_size: int = 16384,
         compute_dtype: torch.dtype | None = None,
+        head: Literal["scoring", "action"] = "scoring",
+        action_hidden: int = 1024,
     ) -> None:
         super().__init__()
         if scoring not in ("glam", "paper"):
             raise ValueError(f"unknown scoring {scoring!r}; expected 'glam' or 'paper'")
+        if head not in ("scoring", "action"):
+            raise ValueError(f"unknown head {head!r}; expected 'scoring' or 'action'")
+        self.head: Literal["scoring", "action"] = head
         if compute_dtype not in (None, torch.float32, torch.bfloat16):
             raise ValueError(f"unsupported compute_dtype {compute_dtype}; use None or bfloat16")
         # fp32 autocast is a no-op that still costs a context per call: treat it as None.
@@ -110,13 +123,14 @@ class GlamPolicy(nn.Module):
         self.register_buffer("candidate_mask", cands.mask, persistent=False)
         d_model = int(config.d_model)
         device = next(model.parameters()).device
-        self.value_head = nn.Sequential(
-            nn.Linear(d_model, value_hidden),
-            nn.Sigmoid(),
-            nn.Linear(value_hidden, value_hidden),
-            nn.Sigmoid(),
-            nn.Linear(value_hidden, 1),
-        ).to(device=device, dtype=torch.float32)
+        self.value_head = sigmoid_mlp(d_model, value_hidden, 1).to(device, torch.float32)
+        # Built after the value head: a scoring policy draws exactly the same init as before.
+        self.action_head: nn.Sequential | None = None
+        if head == "action":
+            # fp32 whatever the LLM's dtype, like the value head: the logits PPO differentiates.
+            mlp = sigmoid_mlp(d_model, action_hidden, len(self.action_texts))
+            self.action_head = mlp.to(device, torch.float32)
+            _freeze_lm_head(model)
         if disable_dropout:
             for module in model.modules():
                 if isinstance(module, nn.Dropout):
@@ -174,12 +188,32 @@ class GlamPolicy(nn.Module):
         device_type = next(self.model.parameters()).device.type
         return torch.autocast(device_type=device_type, dtype=self.compute_dtype)
 
+    def start_state(self, prompts: Sequence[str]) -> torch.Tensor:
+        """The decoder's position-0 final state [B, d_model] float32 (both heads' input), from
+        the encoder and one decoder step: no candidate is decoded."""
+        if len(prompts) == 0:
+            raise ValueError("no prompts")
+        prompt_ids = self.tokenize(prompts)
+        with self._autocast():
+            hidden = start_states(
+                self.model,
+                prompt_ids,
+                pad_id=self.pad_id,
+                max_batch_tokens=self.max_batch_tokens,
+            )
+        return hidden.float()
+
     def forward(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log pi(.|prompt) [B, K] float32, normalised over candidates; V(prompt) [B] float32)."""
-        out = self.score(prompts)
-        logprobs = policy_logits(out.scores, self.scoring)
-        # Outside autocast (score's context has closed) and on fp32 input: an fp32 value head.
-        values = self.value_head(out.hidden.float()).squeeze(-1)
+        if self.action_head is not None:
+            hidden = self.start_state(prompts)
+            logprobs = torch.log_softmax(self.action_head(hidden), dim=-1)
+        else:
+            out = self.score(prompts)
+            logprobs = policy_logits(out.scores, self.scoring)
+            hidden = out.hidden.float()
+        # Outside autocast (its context has closed) and on fp32 input: fp32 heads.
+        values = self.value_head(hidden).squeeze(-1)
         return logprobs, values
 
     @torch.no_grad()
@@ -214,3 +248,21 @@ class GlamPolicy(nn.Module):
         logprobs, values = self(prompts)
         chosen, entropy = action_stats(logprobs, actions)
         return chosen, entropy, values
+
+
+def _freeze_lm_head(model: nn.Module) -> None:
+    """With the action head nothing reads the LM head: freeze it when it is its own matrix.
+
+    Upstream keeps it in the optimizer, where it never receives a gradient, so Adam never moves
+    it; frozen, it is the same model, and it stays out of DDP's reducer (which would wait for its
+    gradient forever) and of the optimizer state. A head tied to the input embeddings (original
+    T5) is the embedding matrix, which is used and trained: it is left alone.
+    """
+    get_out = getattr(model, "get_output_embeddings", None)
+    get_in = getattr(model, "get_input_embeddings", None)
+    lm_head = get_out() if callable(get_out) else None
+    embeddings = get_in() if callable(get_in) else None
+    if not isinstance(lm_head, nn.Module) or not isinstance(embeddings, nn.Module):
+        return
+    if lm_head.weight is not embeddings.weight:
+        lm_head.weight.requires_grad_(False)

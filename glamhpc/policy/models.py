@@ -8,16 +8,18 @@ Three sources, one loading path (`AutoTokenizer` / `AutoModelForSeq2SeqLM.from_p
   clear `ModelNotAvailableError` when the weights are not there;
 - a local folder (`path=`) holding `config.json`, weights and tokenizer files.
 
-`pretrained=False` builds the same architecture with random weights (the paper's non-pretrained
-ablation). `t5_config_for` (from `policy.t5`, re-exported here) gives the exact FLAN-T5 shapes
-without any file, for tests and memory planning. Where the caches are: `policy.hubcache`.
+`init` picks the weights (the paper's pretraining ablations): `"pretrained"`; `"random"`, the same
+architecture with random weights (NPA, NPE); `"embeddings_only"`, random weights with the
+pretrained input embeddings copied in (NPAE, `copy_input_embeddings`). `t5_config_for` (from
+`policy.t5`, re-exported here) gives the exact FLAN-T5 shapes without any file, for tests and
+memory planning. Where the caches are: `policy.hubcache`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
@@ -34,13 +36,15 @@ from glamhpc.policy.t5 import (
 from glamhpc.policy.tiny import build_tiny_t5
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig
+    from transformers import PretrainedConfig, PreTrainedModel
 
 __all__ = [
     "FLAN_T5_SHAPES",
     "TINY_T5",
+    "ModelInit",
     "ModelNotAvailableError",
     "build_from_config",
+    "copy_input_embeddings",
     "count_params",
     "load_model",
     "resolve_device",
@@ -54,6 +58,10 @@ _DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "bfloat16": torch.bfloat16,
 }
+
+
+ModelInit = Literal["pretrained", "random", "embeddings_only"]
+MODEL_INITS: tuple[str, ...] = ("pretrained", "random", "embeddings_only")
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -95,10 +103,28 @@ def _not_available(name: str, cache_dir: str | os.PathLike[str] | None, err: Exc
     )
 
 
+def copy_input_embeddings(source: nn.Module, target: nn.Module) -> None:
+    """Copy ``source``'s input embedding matrix into ``target`` (same architecture), in place.
+
+    What is copied: T5's `shared` embedding, the one matrix behind both `encoder.embed_tokens` and
+    `decoder.embed_tokens` (upstream's NPAE copies exactly these). Everything else in ``target``
+    keeps its random init. The lm_head follows its tie: in T5 v1.1 / FLAN-T5 (and tiny-t5) it is a
+    separate matrix (config.json's `tie_word_embeddings` cannot say so, transformers 5 writes true
+    for every T5), so it stays random, as upstream's; in an original T5 it IS `shared`, so it
+    gets the pretrained values too, as a copy through the tie, never by a second copy.
+    """
+    src = cast(nn.Embedding, cast("PreTrainedModel", source).get_input_embeddings()).weight
+    dst = cast(nn.Embedding, cast("PreTrainedModel", target).get_input_embeddings()).weight
+    if src.shape != dst.shape:
+        raise ValueError("embeddings_only: the pretrained and the built model differ in shape")
+    with torch.no_grad():
+        dst.copy_(src.to(dst.dtype))
+
+
 def _from_pretrained(
     source: str,
     *,
-    pretrained: bool,
+    init: ModelInit,
     dtype: torch.dtype,
     cache_dir: str | os.PathLike[str] | None,
     local_only: bool,
@@ -110,18 +136,28 @@ def _from_pretrained(
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    if pretrained:
+    pretrained: nn.Module | None = None
+    if init != "random":
         with quiet_loading():
-            model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype, **kwargs)
+            pretrained = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=dtype, **kwargs)
+    if init == "pretrained":
+        assert pretrained is not None
+        model = pretrained
     else:
         try:
             config = AutoConfig.from_pretrained(source, **kwargs)
         except OSError:
-            # The non-pretrained ablation needs no weights: the built-in FLAN-T5 shapes suffice.
-            if fallback_config is None:
+            # A random init needs no weights: the built-in FLAN-T5 shapes suffice.
+            if fallback_config is None or init != "random":
                 raise
             config = fallback_config
+        # The caller's torch RNG draws the weights: the run's seed makes them reproducible.
         model = build_from_config(config).to(dtype)
+        if pretrained is not None:
+            # Only the embedding matrix survives; the full pretrained model is dropped here
+            # (loading it whole keeps one code path for every weight format and shard layout).
+            copy_input_embeddings(pretrained, model)
+            del pretrained
     ensure_decoder_start(model)
     return model, tokenizer
 
@@ -129,7 +165,7 @@ def _from_pretrained(
 def load_model(
     name: str,
     path: str | os.PathLike[str] | None = None,
-    pretrained: bool = True,
+    init: ModelInit = "pretrained",
     dtype: str | torch.dtype = "fp32",
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
@@ -141,8 +177,10 @@ def load_model(
         name: `"tiny-t5"`, a hub id (`google/flan-t5-small|base|large|xl`, any seq2seq model) or a
             local folder.
         path: a local folder to load from instead of the hub cache (`model.path` in configs).
-        pretrained: False builds the same architecture with random weights (the tokenizer is
-            still the model's own). tiny-t5 is always a random init, so the flag changes nothing.
+        init: `"pretrained"` weights; `"random"`: the same architecture, weights drawn from the
+            caller's torch RNG (seed first); `"embeddings_only"`: random, then the pretrained
+            input embeddings copied in (`copy_input_embeddings`). The tokenizer is always the
+            model's own. tiny-t5's "pretrained" weights are its fixed-seed local build.
         dtype: `"fp32"` or `"bf16"`.
         device: `"cpu"`, `"cuda"`, `"cuda:1"`, or `"auto"` (see `resolve_device`).
         cache_dir: tiny-t5: the glamhpc cache root (default `$GLAMHPC_CACHE` or
@@ -151,13 +189,16 @@ def load_model(
 
     Raises:
         ModelNotAvailableError: the files are not on this machine and no download is allowed.
+        ValueError: an unknown ``init``.
     """
+    if init not in MODEL_INITS:
+        raise ValueError(f"unknown model init {init!r}; expected one of {', '.join(MODEL_INITS)}")
     torch_dtype = resolve_dtype(dtype)
     target = resolve_device(device)
     if name == TINY_T5 and path is None:
         folder = build_tiny_t5(cache_dir)
         model, tokenizer = _from_pretrained(
-            str(folder), pretrained=True, dtype=torch_dtype, cache_dir=None, local_only=True
+            str(folder), init=init, dtype=torch_dtype, cache_dir=None, local_only=True
         )
     else:
         local = Path(path).expanduser() if path is not None else Path(name).expanduser()
@@ -168,7 +209,7 @@ def load_model(
             try:
                 model, tokenizer = _from_pretrained(
                     str(local),
-                    pretrained=pretrained,
+                    init=init,
                     dtype=torch_dtype,
                     cache_dir=None,
                     local_only=True,
@@ -182,7 +223,7 @@ def load_model(
         else:
             model, tokenizer = _load_hub(
                 name,
-                pretrained=pretrained,
+                init=init,
                 dtype=torch_dtype,
                 cache_dir=cache_dir,
                 allow_download=allow_download,
@@ -196,7 +237,7 @@ def load_model(
 def _load_hub(
     name: str,
     *,
-    pretrained: bool,
+    init: ModelInit,
     dtype: torch.dtype,
     cache_dir: str | os.PathLike[str] | None,
     allow_download: bool,
@@ -205,7 +246,7 @@ def _load_hub(
     try:
         return _from_pretrained(
             name,
-            pretrained=pretrained,
+            init=init,
             dtype=dtype,
             cache_dir=cache_dir,
             local_only=True,
@@ -217,7 +258,7 @@ def _load_hub(
             raise ModelNotAvailableError(_not_available(name, cache_dir, err)) from err
     return _from_pretrained(
         name,
-        pretrained=pretrained,
+        init=init,
         dtype=dtype,
         cache_dir=cache_dir,
         local_only=False,

@@ -47,12 +47,9 @@ def seed_everything(cfg: Config) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: int) -> Parts:
-    # Before anything is loaded: a multi-GB model in bf16 would only be refused afterwards.
-    problem = training_precision_problem(cfg)
-    if problem:
-        raise ConfigError(problem)
-    envs = EnvBatch(
+def build_envs(cfg: Config, env_offset: int, num_envs_local: int) -> EnvBatch:
+    """This rank's training envs (shared by every agent's loop: `glamhpc.agents`)."""
+    return EnvBatch(
         level=cfg.env.level,
         num_envs=num_envs_local,
         seed=cfg.seed,
@@ -64,16 +61,30 @@ def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: 
         env_seed_offset=env_offset,
         fix_grammar=cfg.env.fix_grammar,
     )
+
+
+def build_model(cfg: Config, ctx: DistContext) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The LLM and its tokenizer as `model:` asks (LoRA adapters applied), on this rank's device."""
     model, tokenizer = load_model(
         cfg.model.name,
         path=cfg.model.path,
-        pretrained=cfg.model.pretrained,
+        init=cfg.model.init,
         dtype=cfg.model.dtype,
         device=str(ctx.device),
         cache_dir=cfg.model.cache_dir,
     )
     if cfg.model.lora.enabled:
         model = _apply_lora(model, cfg)
+    return model, tokenizer
+
+
+def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: int) -> Parts:
+    # Before anything is loaded: a multi-GB model in bf16 would only be refused afterwards.
+    problem = training_precision_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
+    envs = build_envs(cfg, env_offset, num_envs_local)
+    model, tokenizer = build_model(cfg, ctx)
     num_params = count_params(model)
     shape = T5Shape.from_config(model.config)
     policy = build_policy(cfg, model, tokenizer, envs.action_texts, ctx.device)
@@ -83,6 +94,9 @@ def build_parts(cfg: Config, ctx: DistContext, env_offset: int, num_envs_local: 
         params, lr=cfg.ppo.lr, betas=cfg.ppo.adam_betas, eps=cfg.ppo.adam_eps
     )
     action_tokens = float(np.mean([len(tokenizer(a)["input_ids"]) for a in envs.action_texts]))
+    if cfg.policy.head == "action":
+        # The FLOPs formula then counts the one decoder step per prompt that really runs.
+        action_tokens = 1.0
     return Parts(envs, tokenizer, wrapped, params, optimizer, num_params, shape, action_tokens)
 
 
@@ -93,7 +107,13 @@ def build_policy(
     action_texts: list[str],
     device: torch.device,
 ) -> GlamPolicy:
-    """The GLAM actor-critic as the config asks for it, on ``device``, without dropout."""
+    """The GLAM actor-critic as the config asks for it (candidate scoring or the action head),
+    on ``device``, without dropout.
+
+    Upstream's NPAE keeps dropout on for models built from a config (their train mode); here
+    every policy runs without it, deliberately: PPO's ratio must compare the policy that acted
+    with the one being updated, and dropout noise makes it differ from 1 before any update.
+    """
     policy = GlamPolicy(
         model,
         tokenizer,
@@ -102,6 +122,8 @@ def build_policy(
         max_batch_tokens=cfg.policy.max_batch_tokens,
         value_hidden=cfg.model.value_hidden,
         compute_dtype=torch.bfloat16 if cfg.model.precision == "bf16-mixed" else None,
+        head=cfg.policy.head,
+        action_hidden=cfg.model.value_hidden,
     ).to(device)
     # No dropout, acting or updating: PPO's first ratio is exactly 1 and no hidden RNG state is
     # consumed, which resume exactness relies on.

@@ -125,11 +125,16 @@ def _finite(value: Any) -> float | None:
 class TrainProgress:
     """Rank 0's report of each update (bar or line, and the file); a no-op on other ranks."""
 
-    def __init__(self, cfg: Config, run_dir: Path | None, bar: Any) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path | None, bar: Any, plan: tuple[int, int] | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.bar = bar
-        self.updates = planned_updates(cfg)
-        self.frames_per_update = cfg.ppo.steps_per_env * cfg.env.num_envs
+        # ``plan``: (updates, frames per update) of a loop whose update is not a PPO rollout.
+        self.updates, self.frames_per_update = plan or (
+            planned_updates(cfg),
+            cfg.ppo.steps_per_env * cfg.env.num_envs,
+        )
         total = self.total_frames
         self.task = bar.add_task("train", total=total, success="-", sps="-") if bar else None
         self._started = time.monotonic()
@@ -174,18 +179,20 @@ class TrainProgress:
 
 
 @contextmanager
-def train_progress(cfg: Config, run_dir: Path, main: bool) -> Iterator[TrainProgress]:
+def train_progress(
+    cfg: Config, run_dir: Path, main: bool, plan: tuple[int, int] | None = None
+) -> Iterator[TrainProgress]:
     """Rank 0 (``main``): the rich bar when ``train.progress`` is on and stdout is a terminal,
     otherwise one line per update (a job's log is no terminal: a bar would print only once, at
     the end). Other ranks get a no-op."""
     if not main:
-        yield TrainProgress(cfg, None, None)
+        yield TrainProgress(cfg, None, None, plan)
         return
     if not (cfg.train.progress and sys.stdout.isatty()):
-        yield TrainProgress(cfg, run_dir, None)
+        yield TrainProgress(cfg, run_dir, None, plan)
         return
     from glamhpc.ui.progress import progress_bar
 
     fields = ("success {task.fields[success]}", "{task.fields[sps]} steps/s")
     with progress_bar("frames", *fields) as bar:
-        yield TrainProgress(cfg, run_dir, bar)
+        yield TrainProgress(cfg, run_dir, bar, plan)

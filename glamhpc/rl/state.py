@@ -7,6 +7,7 @@ the counters and learning-curve history; nothing else is needed to continue bit 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,20 @@ def save_checkpoint(
     counters: Counters,
     history: list[dict[str, float]],
     env_state: dict[str, Any],
+    write_extra: Callable[[Path], None] | None = None,
+    extra_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Collective: every rank writes its part; returns the checkpoint folder."""
-    write_shared, write_rank = save_model_state(policy, optimizer, ctx)
+    """Collective: every rank writes its part; returns the checkpoint folder.
+
+    ``write_extra(folder)`` (rank 0) adds an agent's own files (DRRN: its replay memory) and
+    ``extra_state`` its own state.json entries; both are covered by the manifest."""
+    write_model, write_rank = save_model_state(policy, optimizer, ctx)
+
+    def write_shared(folder: Path) -> None:
+        write_model(folder)
+        if write_extra is not None:
+            write_extra(folder)
+
     global_state = {
         # Names of the optimizer's parameters in its order: optimizer.pt keys them by position.
         "trainable": trainable_names(policy),
@@ -83,6 +95,7 @@ def save_checkpoint(
         "glamhpc_version": __version__,
         # Checkpoints are copied and shared: never with setup secrets or URI credentials.
         "config": redact_config(to_dict(cfg)),
+        **(extra_state or {}),
     }
     return checkpointer.save(
         counters.update,
@@ -99,8 +112,10 @@ def restore_latest(
     optimizer: torch.optim.Optimizer,
     envs: EnvBatch,
     ctx: DistContext,
+    read_extra: Callable[[Path], None] | None = None,
 ) -> Restored | None:
-    """Collective: load the latest complete checkpoint, or None when there is none.
+    """Collective: load the latest complete checkpoint, or None when there is none;
+    ``read_extra(folder)`` loads what ``save_checkpoint``'s ``write_extra`` wrote.
 
     Raises:
         CheckpointError (on every rank): checkpoints exist but none verifies, or the newest
@@ -125,6 +140,8 @@ def restore_latest(
         state = read_global_state(folder)
         # Each env's state carries its global index: a different world size picks its own envs.
         envs.load_state_dict(merge_state_dicts(r["envs"] for r in read_rank_states(folder)))
+        if read_extra is not None:
+            read_extra(folder)
         return Restored(Counters(**state["counters"]), state.get("history", []))
     except CheckpointError:
         raise
@@ -176,13 +193,14 @@ def export_model(
         weights = {k[len("model.") :]: v for k, v in full_state.items() if k.startswith("model.")}
         model.save_pretrained(folder, state_dict=weights)
     tokenizer.save_pretrained(folder)
-    head = {
-        k[len("value_head.") :]: v.contiguous()
-        for k, v in full_state.items()
-        if k.startswith("value_head.")
-    }
-    if head:
-        save_file(head, str(folder / "value_head.safetensors"))
+    for name in ("value_head", "action_head"):  # action_head: policy.head=action only
+        head = {
+            k[len(name) + 1 :]: v.contiguous()
+            for k, v in full_state.items()
+            if k.startswith(f"{name}.")
+        }
+        if head:
+            save_file(head, str(folder / f"{name}.safetensors"))
     meta = {**asdict(info), "glamhpc_version": __version__}
     atomic_write_text(folder / "glamhpc.json", json.dumps(meta, indent=1))
     # Last: `glamhpc eval` verifies the export against it before loading anything.

@@ -18,16 +18,10 @@ import torch
 
 from glamhpc.checkpoint import Checkpointer
 from glamhpc.config import Config
-from glamhpc.distributed import (
-    DistContext,
-    full_state_dict,
-    held_memory,
-    init_distributed,
-    shutdown,
-    unwrap,
-)
+from glamhpc.distributed import DistContext, full_state_dict, held_memory, unwrap
 from glamhpc.rl import state
 from glamhpc.rl.build import build_parts, seed_everything
+from glamhpc.rl.entry import run_rank
 from glamhpc.rl.health import (
     UpdateHealth,
     require_finite_weights,
@@ -289,11 +283,4 @@ class Trainer:
 
 def train(cfg: Config, run_name: str | None = None) -> Path:
     """Train one run (this rank's part of it); returns the run directory."""
-    flag = SignalFlag()
-    # Installed before the model loads: a pre-timeout signal during start-up is not lost.
-    with flag.installed():
-        ctx = init_distributed(cfg.dist, cfg.model.device)
-        try:
-            return Trainer(cfg, run_name, ctx).run(flag)
-        finally:
-            shutdown()
+    return run_rank(cfg, lambda ctx, flag: Trainer(cfg, run_name, ctx).run(flag))

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "glamhpc.policy": 4,
     "glamhpc.containers": 5,
     "glamhpc.rl": 5,
+    "glamhpc.agents": 5,
     "glamhpc.evaluate": 6,
     "glamhpc.launch": 6,
     "glamhpc.report": 6,

@@ -20,7 +20,11 @@ from glamhpc.launch.smoke import MEMORY_TOLERANCE, MIN_CHANGE_FRAC, SmokeVerdict
 REPO = Path(__file__).resolve().parents[2]
 # Plain configs only: configs/sweeps/ and configs/paper/sweeps/ hold sweep files (their test is
 # tests/launch/test_paper_sweeps.py and `glamhpc sweep --dry-run`).
-CONFIGS = sorted([*(REPO / "configs").glob("*.yaml"), *(REPO / "configs" / "paper").glob("*.yaml")])
+CONFIGS = sorted(
+    path
+    for folder in ("", "paper", "baselines")
+    for path in (REPO / "configs" / folder).glob("*.yaml")
+)
 RESULT = re.compile(
     r"^RESULT smoke llm_param_change_frac=(?P<llm>[0-9.]+) value_head_change_frac=(?P<head>[0-9.]+)"
     r" finite=(?P<finite>[01]) resume_exact=(?P<exact>[01]) memory_ratio=(?P<memory>[0-9.]+|nan)$"

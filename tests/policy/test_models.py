@@ -185,9 +185,9 @@ def test_local_folder_and_bf16(tmp_path: Path) -> None:
 
 
 def test_uncached_hub_model_raises_clear_error(tmp_path: Path) -> None:
-    for pretrained in (True, False):  # pretrained=False still needs the tokenizer files
+    for init in ("pretrained", "random", "embeddings_only"):  # random needs the tokenizer files
         with pytest.raises(ModelNotAvailableError) as info:
-            load_model("google/flan-t5-small", pretrained=pretrained, cache_dir=tmp_path)
+            load_model("google/flan-t5-small", init=init, cache_dir=tmp_path)
         message = str(info.value)
         assert "glamhpc models prefetch google/flan-t5-small" in message
         assert "model.path=" in message
@@ -246,9 +246,9 @@ def test_offline_subprocess_tiny_reload_and_fake_id(tmp_path: Path) -> None:
         assert str(tmp_path / "hf") in message  # names the cache it looked in
 
 
-def test_pretrained_false_is_a_random_init_of_the_same_architecture() -> None:
+def test_random_init_is_a_random_init_of_the_same_architecture() -> None:
     model, _ = load_tiny()
-    fresh, tok = load_model("tiny-t5-copy", path=tiny_dir(), pretrained=False)
+    fresh, tok = load_model("tiny-t5-copy", path=tiny_dir(), init="random")
     assert type(fresh) is type(model) and fresh.config.d_model == model.config.d_model
     assert count_params(fresh) == count_params(model)
     assert fresh.lm_head.weight is not fresh.shared.weight

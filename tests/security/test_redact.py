@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from glamhpc.config import load_config, to_dict
+from glamhpc.rundir import FROZEN_ON_RESUME
 from glamhpc.secrets import (
     is_secret_name,
     redact_config,
@@ -165,7 +166,7 @@ def test_redacted_config_keeps_what_resume_compares_and_what_runs() -> None:
     assert stored.tracking.uri == "http://h:5000"
     assert stored.launch.setup == ["export HF_TOKEN=***", "module load cuda"]
     before, after = to_dict(cfg), to_dict(stored)
-    for section in ("seed", "env", "model", "policy", "ppo"):  # rundir.FROZEN_ON_RESUME
+    for section in FROZEN_ON_RESUME:
         assert before[section] == after[section]
     assert redact_config(to_dict(stored)) == to_dict(stored)  # a stored copy stays as it is
     assert redact_config({"extra": {"api_key": "k", "n": 1}}) == {
