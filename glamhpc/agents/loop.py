@@ -37,7 +37,7 @@ from glamhpc.rl.build import build_envs, seed_everything
 from glamhpc.rl.entry import run_rank
 from glamhpc.rl.ppo import NonFiniteError
 from glamhpc.rl.progress import train_progress
-from glamhpc.rl.run_tracking import log_curve, start_tracker
+from glamhpc.rl.run_tracking import finish_tracking, start_tracker
 from glamhpc.rl.signals import SignalFlag
 from glamhpc.rundir import DONE_MARKER, RunDir, default_run_name
 from glamhpc.tracking import Tracker
@@ -219,12 +219,7 @@ class AgentRun(ABC):
             else:
                 self.export(self.rundir.model)
                 self.rundir.mark_done(self.counters.frames)
-            if self.tracker is not None:
-                if not preempted and self.cfg.tracking.log_model:
-                    self.tracker.log_artifacts(self.rundir.model, "model")
-                if not preempted:
-                    log_curve(self.tracker)
-                self.tracker.finish("KILLED" if preempted else "FINISHED")
+            finish_tracking(self.tracker, self.cfg, self.rundir, preempted)
         self.ctx.barrier()
 
 

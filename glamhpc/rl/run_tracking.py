@@ -44,3 +44,15 @@ def log_curve(tracker: Tracker) -> None:
         tracker.log_learning_curve()
     except Exception as exc:  # a plot must never fail a finished run
         warnings.warn(f"could not render the learning curve: {exc}", stacklevel=2)
+
+
+def finish_tracking(tracker: Tracker | None, cfg: Config, rundir: RunDir, preempted: bool) -> None:
+    """Close a run's MLflow run at its end (rank 0): the exported model and the learning curve
+    for a finished run, KILLED for a preempted one (it resumes into the same MLflow run)."""
+    if tracker is None:
+        return
+    if not preempted and cfg.tracking.log_model:
+        tracker.log_artifacts(rundir.model, "model")
+    if not preempted:
+        log_curve(tracker)
+    tracker.finish("KILLED" if preempted else "FINISHED")

@@ -33,7 +33,7 @@ from glamhpc.rl.ppo import NonFiniteError, RankSlice, update_from_rollout
 from glamhpc.rl.probes import ProbeScorer
 from glamhpc.rl.progress import train_progress
 from glamhpc.rl.rollout import EpisodeStats, Rollout, RolloutKey, collect
-from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, log_curve, start_tracker
+from glamhpc.rl.run_tracking import UPLOAD_CHECKPOINT_PARAMS, finish_tracking, start_tracker
 from glamhpc.rl.signals import SignalFlag
 from glamhpc.rundir import DONE_MARKER, RunDir, default_run_name
 from glamhpc.tracking import Tracker
@@ -260,12 +260,7 @@ class Trainer:
                     self._export_info(),
                 )
                 self.rundir.mark_done(self.counters.frames)
-            if self.tracker is not None:
-                if not preempted and self.cfg.tracking.log_model:
-                    self.tracker.log_artifacts(self.rundir.model, "model")
-                if not preempted:
-                    log_curve(self.tracker)
-                self.tracker.finish("KILLED" if preempted else "FINISHED")
+            finish_tracking(self.tracker, self.cfg, self.rundir, preempted)
         self.ctx.barrier()
 
     def _export_info(self) -> state.ExportInfo:
